@@ -1,0 +1,79 @@
+//! Command-line options shared by `mc-agent` and `mc-restore`, flattened into each binary's
+//! clap parser so both speak the same flags.
+
+use clap::Args;
+
+use crate::logging::LogFormat;
+
+/// Global options of every mc-backup binary.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalOpts {
+    /// Log line format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true, env = "MC_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// Default log level when RUST_LOG is not set (error, warn, info, debug, trace).
+    #[arg(long, default_value = "info", global = true, env = "MC_LOG_LEVEL")]
+    pub log_level: String,
+}
+
+impl GlobalOpts {
+    /// Installs logging as these options say.
+    pub fn init_logging(&self) {
+        crate::logging::init(self.log_format, &self.log_level);
+    }
+}
+
+/// Parses the process arguments like `T::parse()`, but reports a bad command line as one line on
+/// stderr (`mc-agent: error: unexpected argument '--x' found; try --help`) and exit code 2.
+/// `--help` and `--version` print to stdout and exit 0 as usual.
+pub fn parse_or_exit<T: clap::Parser>() -> T {
+    match T::try_parse() {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                // Help asked for without a subcommand is still a usage error for scripts.
+                let code = i32::from(err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) * 2;
+                let _ = err.print();
+                std::process::exit(code);
+            }
+            let bin = T::command().get_name().to_string();
+            eprintln!("{bin}: {}", one_line(&err.to_string()));
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The first meaningful line of clap's message plus a pointer to `--help`.
+fn one_line(message: &str) -> String {
+    let first = message
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("invalid arguments");
+    format!("{first}; try --help")
+}
+
+/// Prints a fatal error of a binary as one line (with its causes joined by `: `) and returns the
+/// exit code to use. Keeps `main` functions to a line.
+pub fn report_fatal(bin: &str, err: &anyhow::Error) -> i32 {
+    eprintln!("{bin}: error: {err:#}");
+    1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        let msg = "error: unexpected argument '--x' found\n\nUsage: mc-agent <COMMAND>\n\nFor more information, try '--help'.\n";
+        assert_eq!(one_line(msg), "error: unexpected argument '--x' found; try --help");
+    }
+}

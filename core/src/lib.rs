@@ -1,0 +1,19 @@
+//! # mc-core: the mc-backup repository library
+//!
+//! Everything both binaries share lives here, one module per concern, in the order data flows
+//! from a source to object storage:
+//!
+//! - [`format`]: segments, the immutable objects a repository is made of (records → zstd →
+//!   STREAM-encrypted frames), and their plaintext headers.
+//! - [`crypto`]: the keyring of key-encryption keys, per-segment data keys, STREAM frames.
+//! - [`storage`]: raw object stores (local directory, S3) behind one trait, and repository URLs.
+//! - [`catalog`]: object names, the index of segments, the `Timeline` of a source, verification.
+//! - [`logging`], [`cli`]: what the binaries share at their edges.
+//!
+//! The repository format is specified in `docs/format.md`; the way the pieces fit together is
+//! drawn in `docs/architecture.md`.
+
+pub mod cli;
+pub mod crypto;
+pub mod format;
+pub mod logging;
