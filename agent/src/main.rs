@@ -1,8 +1,10 @@
 //! `mc-agent`: the capture daemon. A thin binary over `mc-core`; each subcommand lives in
 //! `commands/` and does its work through the library.
 
+mod commands;
+
 use clap::{Parser, Subcommand};
-use mc_core::cli::GlobalOpts;
+use mc_core::cli::{GlobalOpts, RepoOpts};
 
 /// mc-backup's capture agent: streams the MongoDB oplog and Kafka consumer-group offsets into an
 /// encrypted, compressed repository (S3 or a local directory).
@@ -18,16 +20,32 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create a repository at --repo (or check that one exists and is readable).
+    Init {
+        #[command(flatten)]
+        repo: RepoOpts,
+    },
+    /// Manage keyrings: generate, rotate, list key ids.
+    #[command(subcommand)]
+    Key(commands::key::KeyCommand),
     /// Print the build's version and the repository format version it writes.
     Version,
 }
 
-fn main() {
+#[tokio::main]
+async fn main() {
     let cli: Cli = mc_core::cli::parse_or_exit();
     cli.global.init_logging();
     let result = match cli.command {
+        Command::Init { repo } => commands::init::run(&repo).await,
+        Command::Key(cmd) => commands::key::run(cmd),
         Command::Version => {
-            println!("mc-agent {}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "mc-agent {} (repository format {}, segment format {})",
+                env!("CARGO_PKG_VERSION"),
+                mc_core::catalog::REPO_FORMAT,
+                mc_core::format::FORMAT_VERSION
+            );
             Ok(())
         }
     };

@@ -39,7 +39,9 @@ pub fn parse_or_exit<T: clap::Parser>() -> T {
                     | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
             ) {
                 // Help asked for without a subcommand is still a usage error for scripts.
-                let code = i32::from(err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) * 2;
+                let code =
+                    i32::from(err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand)
+                        * 2;
                 let _ = err.print();
                 std::process::exit(code);
             }
@@ -74,6 +76,56 @@ mod tests {
     #[test]
     fn clap_errors_become_one_line() {
         let msg = "error: unexpected argument '--x' found\n\nUsage: mc-agent <COMMAND>\n\nFor more information, try '--help'.\n";
-        assert_eq!(one_line(msg), "error: unexpected argument '--x' found; try --help");
+        assert_eq!(
+            one_line(msg),
+            "error: unexpected argument '--x' found; try --help"
+        );
+    }
+}
+
+/// Where the repository is and which keyring opens it; shared by every command that reads or
+/// writes a repository.
+#[derive(Debug, Clone, Args)]
+pub struct RepoOpts {
+    /// Repository location: a path, file:///path, or s3://bucket/prefix?endpoint=…&region=…
+    #[arg(long, env = "MC_REPO", value_name = "URL")]
+    pub repo: String,
+
+    /// Keyring file (one base64 key per line, primary first), e.g. a mounted Secret.
+    #[arg(
+        long,
+        env = "MC_KEYRING_FILE",
+        value_name = "FILE",
+        conflicts_with = "keyring_env"
+    )]
+    pub keyring: Option<std::path::PathBuf>,
+
+    /// Name of an environment variable holding the keyring instead of a file.
+    #[arg(long, value_name = "VAR")]
+    pub keyring_env: Option<String>,
+}
+
+impl RepoOpts {
+    /// The keyring source these options name.
+    pub fn keyring_source(&self) -> anyhow::Result<crate::crypto::KeyringSource> {
+        use crate::crypto::KeyringSource;
+        match (&self.keyring, &self.keyring_env) {
+            (Some(path), _) => Ok(KeyringSource::File(path.clone())),
+            (None, Some(var)) => Ok(KeyringSource::Env(var.clone())),
+            (None, None) => anyhow::bail!(
+                "no keyring given: pass --keyring FILE (or set MC_KEYRING_FILE) or --keyring-env VAR"
+            ),
+        }
+    }
+
+    /// Loads the keyring and opens the repository (which must exist unless `create`).
+    pub async fn open(&self, create: bool) -> anyhow::Result<crate::catalog::Repository> {
+        use anyhow::Context;
+        let source = self.keyring_source()?;
+        let keyring = crate::crypto::Keyring::load(&source)?;
+        let url = crate::storage::RepoUrl::parse(&self.repo)?;
+        crate::catalog::Repository::open(&url, keyring, create)
+            .await
+            .with_context(|| format!("opening repository {url}"))
     }
 }

@@ -13,7 +13,9 @@
 //! The repository format is specified in `docs/format.md`; the way the pieces fit together is
 //! drawn in `docs/architecture.md`.
 
+pub mod catalog;
 pub mod cli;
 pub mod crypto;
 pub mod format;
 pub mod logging;
+pub mod storage;

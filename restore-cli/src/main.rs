@@ -1,8 +1,13 @@
-//! `mc-restore`: the operators' restore CLI. A thin binary over `mc-core`; each subcommand lives in
-//! `commands/` and does its work through the library.
+//! `mc-restore`: the operators' restore CLI. A thin binary over `mc-core`; each subcommand lives
+//! in `commands/` and does its work through the library.
+//!
+//! Exit codes: 0 success, 1 error (could not do the job), 2 bad command line, 3 verification
+//! found damaged or missing data.
+
+mod commands;
 
 use clap::{Parser, Subcommand};
-use mc_core::cli::GlobalOpts;
+use mc_core::cli::{GlobalOpts, RepoOpts};
 
 /// mc-backup's restore CLI: restores MongoDB to a point in time and resets Kafka consumer groups
 /// to the offsets of that moment; runs timed, verified recovery drills.
@@ -18,20 +23,45 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print the build's version and the repository format version it writes.
+    /// Check every object of the repository: checksum, every frame, the key. Exit 3 on damage.
+    Verify {
+        #[command(flatten)]
+        repo: RepoOpts,
+        /// Only this source's objects (default: all).
+        #[arg(long)]
+        source: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect or rebuild the catalog of a source.
+    #[command(subcommand)]
+    Catalog(commands::catalog::CatalogCommand),
+    /// Print the build's version and the repository format version it reads.
     Version,
 }
 
-fn main() {
+#[tokio::main]
+async fn main() {
     let cli: Cli = mc_core::cli::parse_or_exit();
     cli.global.init_logging();
     let result = match cli.command {
+        Command::Verify { repo, source, json } => {
+            commands::verify::run(&repo, source.as_deref(), json).await
+        }
+        Command::Catalog(cmd) => commands::catalog::run(cmd).await.map(|()| 0),
         Command::Version => {
-            println!("mc-restore {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
+            println!(
+                "mc-restore {} (repository format {}, segment format {})",
+                env!("CARGO_PKG_VERSION"),
+                mc_core::catalog::REPO_FORMAT,
+                mc_core::format::FORMAT_VERSION
+            );
+            Ok(0)
         }
     };
-    if let Err(err) = result {
-        std::process::exit(mc_core::cli::report_fatal("mc-restore", &err));
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(err) => std::process::exit(mc_core::cli::report_fatal("mc-restore", &err)),
     }
 }

@@ -109,13 +109,8 @@ pub async fn mongo_client() -> mongodb::Client {
 /// An S3 client for the test server: custom endpoint, path-style, static test credentials.
 pub fn s3_client() -> aws_sdk_s3::Client {
     let env = S3Env::from_env();
-    let creds = aws_sdk_s3::config::Credentials::new(
-        env.access_key,
-        env.secret_key,
-        None,
-        None,
-        "mc-test",
-    );
+    let creds =
+        aws_sdk_s3::config::Credentials::new(env.access_key, env.secret_key, None, None, "mc-test");
     let config = aws_sdk_s3::Config::builder()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
         .region(aws_sdk_s3::config::Region::new(env.region))
@@ -163,7 +158,10 @@ mod tests {
     #[test]
     fn missing_variable_is_an_error_with_the_fix() {
         let err = require_var("MC_TEST_DEFINITELY_NOT_SET_0xdead").unwrap_err();
-        assert!(err.contains("MC_TEST_DEFINITELY_NOT_SET_0xdead is not set"), "{err}");
+        assert!(
+            err.contains("MC_TEST_DEFINITELY_NOT_SET_0xdead is not set"),
+            "{err}"
+        );
         assert!(err.contains("scripts/services.sh up"), "{err}");
     }
 

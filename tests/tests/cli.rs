@@ -6,7 +6,10 @@ use std::process::Command;
 use mc_tests::workspace_bin;
 
 fn run(bin: &str, args: &[&str]) -> std::process::Output {
-    Command::new(workspace_bin(bin)).args(args).output().expect("run the binary")
+    Command::new(workspace_bin(bin))
+        .args(args)
+        .output()
+        .expect("run the binary")
 }
 
 #[test]
@@ -16,7 +19,10 @@ fn help_and_version_exit_zero() {
         assert!(help.status.success(), "{bin} --help: {help:?}");
         let text = String::from_utf8_lossy(&help.stdout);
         assert!(text.contains("Usage:"), "{bin} --help prints usage: {text}");
-        assert!(text.contains("--log-format"), "{bin} --help lists --log-format: {text}");
+        assert!(
+            text.contains("--log-format"),
+            "{bin} --help lists --log-format: {text}"
+        );
 
         let version = run(bin, &["--version"]);
         assert!(version.status.success());
@@ -31,8 +37,15 @@ fn bad_arguments_give_one_line_and_exit_2() {
         let out = run(bin, &["--no-such-flag"]);
         assert_eq!(out.status.code(), Some(2), "{bin}: {out:?}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(err.trim_end().lines().count(), 1, "{bin} prints one line: {err:?}");
-        assert!(err.contains("--no-such-flag"), "{bin} names the bad argument: {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{bin} prints one line: {err:?}"
+        );
+        assert!(
+            err.contains("--no-such-flag"),
+            "{bin} names the bad argument: {err}"
+        );
 
         let out = run(bin, &["--log-format", "xml", "version"]);
         assert_eq!(out.status.code(), Some(2), "{bin}: {out:?}");

@@ -15,7 +15,9 @@ use mongodb::options::CursorType;
 async fn mongodb_insert_is_seen_in_the_oplog_by_a_tailable_cursor() {
     let client = mongo_client().await;
     let db_name = unique_db("smoke");
-    let oplog = client.database("local").collection::<RawDocumentBuf>("oplog.rs");
+    let oplog = client
+        .database("local")
+        .collection::<RawDocumentBuf>("oplog.rs");
 
     // Resume point: the newest entry before our insert.
     let last = oplog
@@ -72,7 +74,13 @@ async fn s3_put_get_list_and_conditional_put() {
             .expect("put_object");
     }
 
-    let got = s3.get_object().bucket(&bucket).key("p/obj-3").send().await.expect("get_object");
+    let got = s3
+        .get_object()
+        .bucket(&bucket)
+        .key("p/obj-3")
+        .send()
+        .await
+        .expect("get_object");
     let bytes = got.body.collect().await.unwrap().into_bytes();
     assert_eq!(&bytes[..], b"body 3");
 
@@ -84,7 +92,10 @@ async fn s3_put_get_list_and_conditional_put() {
         .send()
         .await
         .expect("ranged get_object");
-    assert_eq!(&ranged.body.collect().await.unwrap().into_bytes()[..], b"dy 3");
+    assert_eq!(
+        &ranged.body.collect().await.unwrap().into_bytes()[..],
+        b"dy 3"
+    );
 
     // Two keys a page: three pages for five objects, in key order.
     let mut keys = Vec::new();
@@ -101,14 +112,21 @@ async fn s3_put_get_list_and_conditional_put() {
             .await
             .expect("list_objects_v2");
         pages += 1;
-        keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+        keys.extend(
+            page.contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned)),
+        );
         token = page.next_continuation_token().map(str::to_owned);
         if token.is_none() {
             break;
         }
     }
     assert_eq!(pages, 3);
-    assert_eq!(keys, (0..5).map(|i| format!("p/obj-{i}")).collect::<Vec<_>>());
+    assert_eq!(
+        keys,
+        (0..5).map(|i| format!("p/obj-{i}")).collect::<Vec<_>>()
+    );
 
     // Immutable objects: a second writer of the same name must fail, not overwrite.
     let second = s3
@@ -122,13 +140,31 @@ async fn s3_put_get_list_and_conditional_put() {
     let err = second.expect_err("If-None-Match: * on an existing key must fail");
     let status = err.raw_response().map(|r| r.status().as_u16());
     assert_eq!(status, Some(412), "{err:?}");
-    let kept = s3.get_object().bucket(&bucket).key("p/obj-0").send().await.unwrap();
-    assert_eq!(&kept.body.collect().await.unwrap().into_bytes()[..], b"body 0");
+    let kept = s3
+        .get_object()
+        .bucket(&bucket)
+        .key("p/obj-0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        &kept.body.collect().await.unwrap().into_bytes()[..],
+        b"body 0"
+    );
 
     for key in keys {
-        s3.delete_object().bucket(&bucket).key(key).send().await.unwrap();
+        s3.delete_object()
+            .bucket(&bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
     }
-    s3.delete_bucket().bucket(&bucket).send().await.expect("delete the empty bucket");
+    s3.delete_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("delete the empty bucket");
 }
 
 /// Produces to a fresh topic, consumes with a consumer group that commits, and reads the group's
@@ -151,7 +187,10 @@ async fn kafka_produce_consume_and_read_committed_offsets() {
         .create()
         .expect("kafka admin client");
     let created = admin
-        .create_topics(&[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .create_topics(
+            &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
         .await
         .expect("create topic request");
     for r in created {
@@ -166,7 +205,9 @@ async fn kafka_produce_consume_and_read_committed_offsets() {
     for i in 0..10 {
         producer
             .send(
-                FutureRecord::to(&topic).key(&format!("k{i}")).payload(&format!("v{i}")),
+                FutureRecord::to(&topic)
+                    .key(&format!("k{i}"))
+                    .payload(&format!("v{i}")),
                 Duration::from_secs(10),
             )
             .await
@@ -188,7 +229,9 @@ async fn kafka_produce_consume_and_read_committed_offsets() {
             .expect("a message within 30 s")
             .expect("consume");
         seen.push(String::from_utf8(msg.payload().unwrap().to_vec()).unwrap());
-        consumer.commit_message(&msg, CommitMode::Sync).expect("commit");
+        consumer
+            .commit_message(&msg, CommitMode::Sync)
+            .expect("commit");
     }
     assert_eq!(seen, (0..7).map(|i| format!("v{i}")).collect::<Vec<_>>());
     drop(consumer);
@@ -201,15 +244,19 @@ async fn kafka_produce_consume_and_read_committed_offsets() {
         .unwrap();
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(&topic, 0);
-    let committed = tokio::task::spawn_blocking(move || reader.committed_offsets(tpl, Duration::from_secs(10)))
-        .await
-        .unwrap()
-        .expect("fetch committed offsets");
+    let committed =
+        tokio::task::spawn_blocking(move || reader.committed_offsets(tpl, Duration::from_secs(10)))
+            .await
+            .unwrap()
+            .expect("fetch committed offsets");
     let offset = committed.find_partition(&topic, 0).unwrap().offset();
     // The committed offset is the next message to read: 7 after consuming offsets 0..=6.
     assert_eq!(offset, Offset::Offset(7));
 
-    admin.delete_topics(&[&topic], &AdminOptions::new()).await.expect("delete topic");
+    admin
+        .delete_topics(&[&topic], &AdminOptions::new())
+        .await
+        .expect("delete topic");
 }
 
 /// SET/GET and the `SET NX PX` lease primitive on the real Redis.

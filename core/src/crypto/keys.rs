@@ -75,8 +75,10 @@ pub struct KeyId(String);
 impl KeyId {
     /// Parses an id as written in a segment header.
     pub fn parse(s: &str) -> Option<Self> {
-        (s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-            .then(|| Self(s.to_owned()))
+        (s.len() == 16
+            && s.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        .then(|| Self(s.to_owned()))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -132,9 +134,17 @@ pub enum KeyError {
     #[error("{origin} holds no key; generate one with `mc-agent key generate --keyring FILE`")]
     Empty { origin: String },
     #[error("{origin}, line {line}: {reason}; each line must be 32 random bytes in base64 (44 characters), e.g. from `mc-agent key generate`")]
-    BadKey { origin: String, line: usize, reason: String },
+    BadKey {
+        origin: String,
+        line: usize,
+        reason: String,
+    },
     #[error("{origin}, line {line}: the same key as line {first}; remove the duplicate")]
-    Duplicate { origin: String, line: usize, first: usize },
+    Duplicate {
+        origin: String,
+        line: usize,
+        first: usize,
+    },
     #[error("key {key_id} is not in the keyring (it has {available}); add the key that wrote this data to the keyring")]
     UnknownKey { key_id: String, available: String },
     #[error("the data key could not be unwrapped with key {key_id}: the key with that id is not the one that wrapped it, or the wrapped key was altered")]
@@ -145,7 +155,9 @@ pub enum KeyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} already exists; use `mc-agent key rotate` to add a key to an existing keyring")]
+    #[error(
+        "{path} already exists; use `mc-agent key rotate` to add a key to an existing keyring"
+    )]
     Exists { path: PathBuf },
     #[error("the operating system's random source failed: {0}")]
     Random(String),
@@ -184,11 +196,16 @@ impl Keyring {
     pub fn load(source: &KeyringSource) -> Result<Self, KeyError> {
         let origin = source.to_string();
         let text = match source {
-            KeyringSource::File(path) => Zeroizing::new(
-                std::fs::read_to_string(path).map_err(|e| KeyError::Read { origin: origin.clone(), source: e })?,
-            ),
+            KeyringSource::File(path) => {
+                Zeroizing::new(std::fs::read_to_string(path).map_err(|e| KeyError::Read {
+                    origin: origin.clone(),
+                    source: e,
+                })?)
+            }
             KeyringSource::Env(var) => Zeroizing::new(
-                std::env::var(var).map_err(|_| KeyError::EnvMissing { var: var.clone() })?.replace(',', "\n"),
+                std::env::var(var)
+                    .map_err(|_| KeyError::EnvMissing { var: var.clone() })?
+                    .replace(',', "\n"),
             ),
         };
         Self::parse(&text, origin)
@@ -205,19 +222,29 @@ impl Keyring {
                 continue;
             }
             let mut decoded = Zeroizing::new(Vec::with_capacity(KEY_LEN));
-            BASE64.decode_vec(line, &mut decoded).map_err(|_| KeyError::BadKey {
-                origin: origin.clone(),
-                line: line_no,
-                reason: "not valid base64".into(),
-            })?;
-            let bytes: [u8; KEY_LEN] = decoded.as_slice().try_into().map_err(|_| KeyError::BadKey {
-                origin: origin.clone(),
-                line: line_no,
-                reason: format!("decodes to {} bytes, not {KEY_LEN}", decoded.len()),
-            })?;
+            BASE64
+                .decode_vec(line, &mut decoded)
+                .map_err(|_| KeyError::BadKey {
+                    origin: origin.clone(),
+                    line: line_no,
+                    reason: "not valid base64".into(),
+                })?;
+            let bytes: [u8; KEY_LEN] =
+                decoded
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| KeyError::BadKey {
+                        origin: origin.clone(),
+                        line: line_no,
+                        reason: format!("decodes to {} bytes, not {KEY_LEN}", decoded.len()),
+                    })?;
             let key = SecretKey::from_bytes(bytes);
             if let Some((first, _)) = keys.iter().find(|(_, k)| k.expose() == key.expose()) {
-                return Err(KeyError::Duplicate { origin, line: line_no, first: *first });
+                return Err(KeyError::Duplicate {
+                    origin,
+                    line: line_no,
+                    first: *first,
+                });
             }
             keys.push((line_no, key));
         }
@@ -238,7 +265,11 @@ impl Keyring {
             .map(|(_, k)| k)
             .ok_or_else(|| KeyError::UnknownKey {
                 key_id: id.to_owned(),
-                available: self.ids().map(|i| i.to_string()).collect::<Vec<_>>().join(", "),
+                available: self
+                    .ids()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })
     }
 
@@ -260,7 +291,13 @@ impl Keyring {
         let cipher = Aes256Gcm::new(kek.expose().into());
         let aad = wrap_aad(id);
         let sealed = cipher
-            .encrypt((&nonce).into(), Payload { msg: &data_key.expose()[..], aad: &aad })
+            .encrypt(
+                (&nonce).into(),
+                Payload {
+                    msg: &data_key.expose()[..],
+                    aad: &aad,
+                },
+            )
             .map_err(|_| KeyError::Cipher("wrapping a data key"))?;
         let mut out = [0u8; WRAPPED_KEY_LEN];
         out[..12].copy_from_slice(&nonce);
@@ -278,13 +315,24 @@ impl Keyring {
         nonce.copy_from_slice(&wrapped.0[..12]);
         let plain = Zeroizing::new(
             cipher
-                .decrypt((&nonce).into(), Payload { msg: &wrapped.0[12..], aad: &aad })
-                .map_err(|_| KeyError::UnwrapFailed { key_id: key_id.to_owned() })?,
+                .decrypt(
+                    (&nonce).into(),
+                    Payload {
+                        msg: &wrapped.0[12..],
+                        aad: &aad,
+                    },
+                )
+                .map_err(|_| KeyError::UnwrapFailed {
+                    key_id: key_id.to_owned(),
+                })?,
         );
-        let bytes: [u8; KEY_LEN] = plain
-            .as_slice()
-            .try_into()
-            .map_err(|_| KeyError::UnwrapFailed { key_id: key_id.to_owned() })?;
+        let bytes: [u8; KEY_LEN] =
+            plain
+                .as_slice()
+                .try_into()
+                .map_err(|_| KeyError::UnwrapFailed {
+                    key_id: key_id.to_owned(),
+                })?;
         Ok(SecretKey::from_bytes(bytes))
     }
 
@@ -307,15 +355,22 @@ fn wrap_aad(id: &KeyId) -> Vec<u8> {
 }
 
 fn fill_random(buf: &mut [u8]) -> Result<(), KeyError> {
-    rand::rngs::OsRng.try_fill_bytes(buf).map_err(|e| KeyError::Random(e.to_string()))
+    rand::rngs::OsRng
+        .try_fill_bytes(buf)
+        .map_err(|e| KeyError::Random(e.to_string()))
 }
 
 /// Creates a new keyring file holding one fresh key. Refuses to replace an existing file.
 pub fn create_keyring_file(path: &Path) -> Result<Keyring, KeyError> {
     if path.exists() {
-        return Err(KeyError::Exists { path: path.to_owned() });
+        return Err(KeyError::Exists {
+            path: path.to_owned(),
+        });
     }
-    let ring = Keyring::new(vec![SecretKey::generate()?], KeyringSource::File(path.to_owned()).to_string())?;
+    let ring = Keyring::new(
+        vec![SecretKey::generate()?],
+        KeyringSource::File(path.to_owned()).to_string(),
+    )?;
     write_keyring_file(path, &ring)?;
     Ok(ring)
 }
@@ -333,8 +388,14 @@ pub fn rotate_keyring_file(path: &Path) -> Result<Keyring, KeyError> {
 
 /// Replaces `path` atomically (temp file, fsync, rename, directory fsync) with mode 0600.
 fn write_keyring_file(path: &Path, ring: &Keyring) -> Result<(), KeyError> {
-    let err = |source| KeyError::Write { path: path.to_owned(), source };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let err = |source| KeyError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp = tempfile_in(dir).map_err(err)?;
     let text = ring.to_text();
     tmp.1.write_all(text.as_bytes()).map_err(err)?;
@@ -355,7 +416,11 @@ fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
         .try_fill_bytes(&mut suffix)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let path = dir.join(format!(".keyring-{}.tmp", hex::encode(suffix)));
-    let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
     Ok((path, file))
 }
 
@@ -364,7 +429,11 @@ mod tests {
     use super::*;
 
     fn ring(n: usize) -> Keyring {
-        Keyring::new((0..n).map(|_| SecretKey::generate().unwrap()).collect(), "test").unwrap()
+        Keyring::new(
+            (0..n).map(|_| SecretKey::generate().unwrap()).collect(),
+            "test",
+        )
+        .unwrap()
     }
 
     #[test]
@@ -385,13 +454,22 @@ mod tests {
         // B becomes primary, A stays: old data still opens, new data uses B.
         let b = SecretKey::generate().unwrap();
         let rotated = Keyring::new(vec![b.clone(), old.keys[0].1.clone()], "rotated").unwrap();
-        assert_eq!(rotated.unwrap(id_a.as_str(), &wrapped).unwrap().expose(), dk.expose());
+        assert_eq!(
+            rotated.unwrap(id_a.as_str(), &wrapped).unwrap().expose(),
+            dk.expose()
+        );
         assert_eq!(rotated.primary().0, &b.id());
 
         // A keyring without A names the missing key and what it has.
         let without_a = Keyring::new(vec![b.clone()], "only-b").unwrap();
-        let err = without_a.unwrap(id_a.as_str(), &wrapped).unwrap_err().to_string();
-        assert!(err.contains(id_a.as_str()) && err.contains(b.id().as_str()), "{err}");
+        let err = without_a
+            .unwrap(id_a.as_str(), &wrapped)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(id_a.as_str()) && err.contains(b.id().as_str()),
+            "{err}"
+        );
     }
 
     #[test]
@@ -399,14 +477,19 @@ mod tests {
         let ring = ring(1);
         let (id, mut wrapped) = ring.wrap(&SecretKey::generate().unwrap()).unwrap();
         wrapped.0[20] ^= 1;
-        assert!(matches!(ring.unwrap(id.as_str(), &wrapped), Err(KeyError::UnwrapFailed { .. })));
+        assert!(matches!(
+            ring.unwrap(id.as_str(), &wrapped),
+            Err(KeyError::UnwrapFailed { .. })
+        ));
     }
 
     #[test]
     fn parse_reports_line_and_never_echoes_the_key() {
         let good = SecretKey::generate().unwrap().to_base64();
         let text = format!("# comment\n\n{}\nnot-base64!!\n", &*good);
-        let err = Keyring::parse(&text, "keyring file k").unwrap_err().to_string();
+        let err = Keyring::parse(&text, "keyring file k")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 4") && err.contains("base64"), "{err}");
         assert!(!err.contains(good.as_str()));
 
@@ -415,15 +498,29 @@ mod tests {
         assert!(err.contains("16 bytes"), "{err}");
 
         let dup = format!("{}\n{}\n", &*good, &*good);
-        assert!(matches!(Keyring::parse(&dup, "k"), Err(KeyError::Duplicate { line: 2, first: 1, .. })));
-        assert!(matches!(Keyring::parse("# nothing\n", "k"), Err(KeyError::Empty { .. })));
+        assert!(matches!(
+            Keyring::parse(&dup, "k"),
+            Err(KeyError::Duplicate {
+                line: 2,
+                first: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            Keyring::parse("# nothing\n", "k"),
+            Err(KeyError::Empty { .. })
+        ));
     }
 
     #[test]
     fn debug_output_never_shows_key_material() {
         let key = SecretKey::from_bytes([0x41; 32]);
         let ring = Keyring::new(vec![key.clone()], "k").unwrap();
-        for shown in [format!("{key:?}"), format!("{ring:?}"), format!("{ring:#?}")] {
+        for shown in [
+            format!("{key:?}"),
+            format!("{ring:?}"),
+            format!("{ring:#?}"),
+        ] {
             assert!(!shown.contains(key.to_base64().as_str()), "{shown}");
             assert!(!shown.contains("65, 65"), "{shown}");
         }
@@ -435,14 +532,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keyring");
         let first = create_keyring_file(&path).unwrap();
-        assert!(matches!(create_keyring_file(&path), Err(KeyError::Exists { .. })));
+        assert!(matches!(
+            create_keyring_file(&path),
+            Err(KeyError::Exists { .. })
+        ));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
 
         let rotated = rotate_keyring_file(&path).unwrap();
         let ids: Vec<_> = rotated.ids().cloned().collect();
         assert_eq!(ids.len(), 2);
-        assert_eq!(&ids[1], first.primary().0, "the old primary is kept, second");
+        assert_eq!(
+            &ids[1],
+            first.primary().0,
+            "the old primary is kept, second"
+        );
         let reloaded = Keyring::load(&KeyringSource::File(path.clone())).unwrap();
         assert_eq!(reloaded.ids().cloned().collect::<Vec<_>>(), ids);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;

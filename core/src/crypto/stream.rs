@@ -53,7 +53,7 @@ pub enum FrameError {
     Tampered { frame: u32 },
     #[error("object ends inside or before frame {frame}: truncated")]
     Truncated { frame: u32 },
-    #[error("frame {frame} declares {len} bytes, outside 16..={max}")]
+    #[error("frame {frame} declares {len} bytes, more than {max} or too few to hold anything")]
     BadLength { frame: u32, len: u32, max: usize },
     #[error("{0} bytes follow the final frame")]
     TrailingData(u64),
@@ -85,10 +85,22 @@ pub struct FrameWriter<W: Write> {
 
 impl<W: Write> FrameWriter<W> {
     /// `aad` is the segment preamble, bound to every frame.
-    pub fn new(out: W, key: &DataKey, nonce_prefix: &[u8; NONCE_PREFIX_LEN], aad: Vec<u8>, frame_size: usize) -> Self {
+    pub fn new(
+        out: W,
+        key: &DataKey,
+        nonce_prefix: &[u8; NONCE_PREFIX_LEN],
+        aad: Vec<u8>,
+        frame_size: usize,
+    ) -> Self {
         let aead = Aes256Gcm::new(key.expose().into());
         let enc = EncryptorBE32::from_aead(aead, nonce_prefix.into());
-        Self { out, enc, aad, buf: Vec::with_capacity(frame_size + TAG_LEN), frame_size }
+        Self {
+            out,
+            enc,
+            aad,
+            buf: Vec::with_capacity(frame_size + TAG_LEN),
+            frame_size,
+        }
     }
 
     fn emit(&mut self) -> io::Result<()> {
@@ -152,7 +164,13 @@ pub struct FrameReader<R: Read> {
 }
 
 impl<R: Read> FrameReader<R> {
-    pub fn new(input: R, key: &DataKey, nonce_prefix: &[u8; NONCE_PREFIX_LEN], aad: Vec<u8>, frame_size: usize) -> Self {
+    pub fn new(
+        input: R,
+        key: &DataKey,
+        nonce_prefix: &[u8; NONCE_PREFIX_LEN],
+        aad: Vec<u8>,
+        frame_size: usize,
+    ) -> Self {
         let aead = Aes256Gcm::new(key.expose().into());
         let dec = DecryptorBE32::from_aead(aead, nonce_prefix.into());
         Self {
@@ -175,32 +193,43 @@ impl<R: Read> FrameReader<R> {
     /// Reads to the final frame (there must be no plaintext left) and checks nothing follows it.
     pub fn finish(mut self) -> Result<Trailer, FrameError> {
         let mut rest = [0u8; 1];
-        loop {
-            match self.read(&mut rest) {
-                Ok(0) => break,
-                Ok(_) => return Err(FrameError::TrailingData(1)),
-                Err(e) => return Err(into_frame_error(e)),
-            }
+        match self.read(&mut rest) {
+            Ok(0) => {}
+            // Plaintext the caller did not consume: the record stream is longer than it said.
+            Ok(_) => return Err(FrameError::TrailingData(1)),
+            Err(e) => return Err(into_frame_error(e)),
         }
         let mut extra = Vec::new();
-        let n = (&mut self.input).take(1 << 20).read_to_end(&mut extra).map_err(FrameError::Io)?;
+        let n = (&mut self.input)
+            .take(1 << 20)
+            .read_to_end(&mut extra)
+            .map_err(FrameError::Io)?;
         if n > 0 {
             return Err(FrameError::TrailingData(n as u64));
         }
-        self.trailer.ok_or(FrameError::Truncated { frame: self.frame })
+        self.trailer
+            .ok_or(FrameError::Truncated { frame: self.frame })
     }
 
     /// Loads the next frame into `buf`. Returns false after the final frame.
     fn next_frame(&mut self) -> Result<bool, FrameError> {
-        let Some(dec) = self.dec.as_mut() else { return Ok(false) };
+        let Some(dec) = self.dec.as_mut() else {
+            return Ok(false);
+        };
         let frame = self.frame;
         let mut word = [0u8; 4];
         read_exact_or_truncated(&mut self.input, &mut word, frame)?;
         let word = u32::from_le_bytes(word);
         let last = word & LAST_FLAG != 0;
         let len = word & !LAST_FLAG;
-        if (len as usize) < TAG_LEN || len as usize > self.max_frame {
-            return Err(FrameError::BadLength { frame, len, max: self.max_frame });
+        // The final frame always holds exactly the trailer, whatever the frame size.
+        let (min, max) = if last {
+            (TRAILER_LEN + TAG_LEN, TRAILER_LEN + TAG_LEN)
+        } else {
+            (TAG_LEN + 1, self.max_frame)
+        };
+        if (len as usize) < min || len as usize > max {
+            return Err(FrameError::BadLength { frame, len, max });
         }
         self.buf.resize(len as usize, 0);
         read_exact_or_truncated(&mut self.input, &mut self.buf, frame)?;
@@ -221,33 +250,29 @@ impl<R: Read> FrameReader<R> {
     }
 }
 
-fn read_exact_or_truncated<R: Read>(input: &mut R, buf: &mut [u8], frame: u32) -> Result<(), FrameError> {
+fn read_exact_or_truncated<R: Read>(
+    input: &mut R,
+    buf: &mut [u8],
+    frame: u32,
+) -> Result<(), FrameError> {
     input.read_exact(buf).map_err(|e| match e.kind() {
         io::ErrorKind::UnexpectedEof => FrameError::Truncated { frame },
         _ => FrameError::Io(e),
     })
 }
 
-fn into_frame_error(e: io::Error) -> FrameError {
-    if e.kind() == io::ErrorKind::InvalidData {
-        if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<FrameError>()) {
-            return match inner {
-                FrameError::Tampered { frame } => FrameError::Tampered { frame: *frame },
-                FrameError::Truncated { frame } => FrameError::Truncated { frame: *frame },
-                FrameError::BadLength { frame, len, max } => FrameError::BadLength { frame: *frame, len: *len, max: *max },
-                FrameError::TrailingData(n) => FrameError::TrailingData(*n),
-                FrameError::BadTrailer => FrameError::BadTrailer,
-                FrameError::TooManyFrames => FrameError::TooManyFrames,
-                FrameError::Io(_) => FrameError::Io(io::Error::other(inner.to_string())),
-            };
+/// Recovers a [`FrameError`] carried through `io::Error` by a `Read` chain (e.g. zstd on top of
+/// the frames); any other I/O error becomes [`FrameError::Io`].
+pub fn into_frame_error(e: io::Error) -> FrameError {
+    let is_frame = e.get_ref().is_some_and(|inner| inner.is::<FrameError>());
+    if is_frame {
+        if let Some(Ok(frame)) = e.into_inner().map(|inner| inner.downcast::<FrameError>()) {
+            return *frame;
         }
+        // Unreachable: the check above saw a FrameError inside.
+        return FrameError::Io(io::Error::other("frame error lost in transit"));
     }
     FrameError::Io(e)
-}
-
-/// Recovers a [`FrameError`] carried through `io::Error` by a `Read` chain (e.g. zstd on top).
-pub fn frame_error_of(e: &io::Error) -> Option<&FrameError> {
-    e.get_ref().and_then(|i| i.downcast_ref::<FrameError>())
 }
 
 impl<R: Read> Read for FrameReader<R> {
@@ -274,11 +299,21 @@ mod tests {
         let prefix = [9u8; 7];
         let mut w = FrameWriter::new(Vec::new(), &key, &prefix, b"aad".to_vec(), frame);
         w.write_all(data).unwrap();
-        let out = w.finish(Trailer { records: 3, plain_bytes: data.len() as u64 }).unwrap();
+        let out = w
+            .finish(Trailer {
+                records: 3,
+                plain_bytes: data.len() as u64,
+            })
+            .unwrap();
         (key, prefix, out)
     }
 
-    fn open(key: &DataKey, prefix: &[u8; 7], bytes: &[u8], aad: &[u8]) -> Result<(Vec<u8>, Trailer), FrameError> {
+    fn open(
+        key: &DataKey,
+        prefix: &[u8; 7],
+        bytes: &[u8],
+        aad: &[u8],
+    ) -> Result<(Vec<u8>, Trailer), FrameError> {
         let mut r = FrameReader::new(bytes, key, prefix, aad.to_vec(), 16);
         let mut out = Vec::new();
         r.read_to_end(&mut out).map_err(into_frame_error)?;
@@ -293,7 +328,13 @@ mod tests {
             let (k, p, sealed) = seal(&data, 16);
             let (out, t) = open(&k, &p, &sealed, b"aad").unwrap();
             assert_eq!(out, data);
-            assert_eq!(t, Trailer { records: 3, plain_bytes: len as u64 });
+            assert_eq!(
+                t,
+                Trailer {
+                    records: 3,
+                    plain_bytes: len as u64
+                }
+            );
         }
     }
 
@@ -301,18 +342,33 @@ mod tests {
     fn every_kind_of_damage_is_detected() {
         let data = vec![7u8; 50]; // frames of 16+16 bytes: 4 data frames + final
         let (k, p, sealed) = seal(&data, 16);
-        assert!(matches!(open(&k, &p, &sealed, b"other aad"), Err(FrameError::Tampered { frame: 0 })));
+        assert!(matches!(
+            open(&k, &p, &sealed, b"other aad"),
+            Err(FrameError::Tampered { frame: 0 })
+        ));
         for cut in [0, 3, 10, sealed.len() - 1, sealed.len() - 36] {
-            assert!(matches!(open(&k, &p, &sealed[..cut], b"aad"), Err(FrameError::Truncated { .. })), "cut {cut}");
+            assert!(
+                matches!(
+                    open(&k, &p, &sealed[..cut], b"aad"),
+                    Err(FrameError::Truncated { .. })
+                ),
+                "cut {cut}"
+            );
         }
         let mut extra = sealed.clone();
         extra.push(0);
-        assert!(matches!(open(&k, &p, &extra, b"aad"), Err(FrameError::TrailingData(1))));
+        assert!(matches!(
+            open(&k, &p, &extra, b"aad"),
+            Err(FrameError::TrailingData(1))
+        ));
         // Swap frames 0 and 1 (each 4 + 32 bytes).
         let mut swapped = sealed.clone();
         let (a, b) = swapped.split_at_mut(36);
         a.swap_with_slice(&mut b[..36]);
-        assert!(matches!(open(&k, &p, &swapped, b"aad"), Err(FrameError::Tampered { frame: 0 })));
+        assert!(matches!(
+            open(&k, &p, &swapped, b"aad"),
+            Err(FrameError::Tampered { frame: 0 })
+        ));
         // Drop frame 3 (the last data frame): the final frame then has the wrong counter.
         let mut dropped = sealed.clone();
         dropped.drain(3 * 36..3 * 36 + 4 + 2 + 16);
@@ -320,6 +376,9 @@ mod tests {
         // Mark a data frame as final.
         let mut flagged = sealed.clone();
         flagged[3] |= 0x80;
-        assert!(matches!(open(&k, &p, &flagged, b"aad"), Err(FrameError::Tampered { frame: 0 })));
+        assert!(matches!(
+            open(&k, &p, &flagged, b"aad"),
+            Err(FrameError::Tampered { frame: 0 })
+        ));
     }
 }

@@ -111,7 +111,10 @@ impl SegmentHeader {
     pub fn encode_preamble(&self) -> Result<Vec<u8>, String> {
         let json = serde_json::to_vec(self).map_err(|e| e.to_string())?;
         if json.len() > MAX_HEADER_LEN {
-            return Err(format!("header of {} bytes exceeds {MAX_HEADER_LEN}", json.len()));
+            return Err(format!(
+                "header of {} bytes exceeds {MAX_HEADER_LEN}",
+                json.len()
+            ));
         }
         let mut out = Vec::with_capacity(PREAMBLE_FIXED_LEN + json.len());
         out.extend_from_slice(MAGIC);
@@ -127,7 +130,9 @@ impl SegmentHeader {
 pub enum PreambleError {
     #[error("not an mc-backup segment (bad magic)")]
     BadMagic,
-    #[error("segment format version {0}; this build reads version {FORMAT_VERSION} (upgrade mc-backup)")]
+    #[error(
+        "segment format version {0}; this build reads version {FORMAT_VERSION} (upgrade mc-backup)"
+    )]
     UnsupportedVersion(u16),
     #[error("header length {0} exceeds {MAX_HEADER_LEN}")]
     HeaderTooLarge(usize),
@@ -161,10 +166,13 @@ pub fn parse_preamble(bytes: &[u8]) -> Result<(SegmentHeader, usize), PreambleEr
     if bytes.len() < end {
         return Err(PreambleError::Incomplete(end));
     }
-    let header: SegmentHeader =
-        serde_json::from_slice(&bytes[PREAMBLE_FIXED_LEN..end]).map_err(|e| PreambleError::BadHeader(e.to_string()))?;
+    let header: SegmentHeader = serde_json::from_slice(&bytes[PREAMBLE_FIXED_LEN..end])
+        .map_err(|e| PreambleError::BadHeader(e.to_string()))?;
     if header.codec != "zstd" {
-        return Err(PreambleError::BadHeader(format!("unknown codec {:?}", header.codec)));
+        return Err(PreambleError::BadHeader(format!(
+            "unknown codec {:?}",
+            header.codec
+        )));
     }
     Ok((header, end))
 }

@@ -8,12 +8,15 @@
 mod header;
 mod segment;
 
-pub use header::{
-    parse_preamble, OplogRange, OplogTs, SegmentHeader, StreamKind, WriterInfo, FORMAT_VERSION, MAGIC,
-    MAX_HEADER_LEN, PREAMBLE_FIXED_LEN,
-};
-pub use segment::{seal_to_vec, FormatError, SealedSegment, SegmentReader, SegmentSpec, SegmentWriter, MAX_RECORD_LEN};
 pub use header::PreambleError;
+pub use header::{
+    parse_preamble, OplogRange, OplogTs, SegmentHeader, StreamKind, WriterInfo, FORMAT_VERSION,
+    MAGIC, MAX_HEADER_LEN, PREAMBLE_FIXED_LEN,
+};
+pub use segment::{
+    seal_to_vec, FormatError, SealedSegment, SegmentReader, SegmentSpec, SegmentWriter,
+    MAX_RECORD_LEN,
+};
 
 #[cfg(test)]
 mod tests;

@@ -8,10 +8,13 @@ use base64::Engine;
 use rand::TryRngCore;
 use sha2::{Digest, Sha256};
 
-use super::header::{parse_preamble, PreambleError, SegmentHeader, StreamKind, WriterInfo, PREAMBLE_FIXED_LEN};
+use super::header::{
+    parse_preamble, PreambleError, SegmentHeader, StreamKind, WriterInfo, PREAMBLE_FIXED_LEN,
+};
 use crate::crypto::keys::{KeyError, Keyring, SecretKey, WrappedKey, WRAPPED_KEY_LEN};
 use crate::crypto::stream::{
-    frame_error_of, FrameError, FrameReader, FrameWriter, Trailer, DEFAULT_FRAME_SIZE, MAX_FRAME_SIZE, NONCE_PREFIX_LEN,
+    into_frame_error, FrameError, FrameReader, FrameWriter, Trailer, DEFAULT_FRAME_SIZE,
+    MAX_FRAME_SIZE, NONCE_PREFIX_LEN,
 };
 
 /// Largest record accepted (MongoDB documents are at most 16 MiB; oplog entries a little more).
@@ -34,13 +37,21 @@ pub struct SegmentSpec {
 
 impl SegmentSpec {
     /// A spec with the default level (3) and frame size (64 KiB).
-    pub fn new(kind: StreamKind, name: impl Into<String>, source: impl Into<String>, range: serde_json::Value) -> Self {
+    pub fn new(
+        kind: StreamKind,
+        name: impl Into<String>,
+        source: impl Into<String>,
+        range: serde_json::Value,
+    ) -> Self {
         Self {
             kind,
             name: name.into(),
             source: source.into(),
             range,
-            writer: WriterInfo { id: String::new(), fence: 0 },
+            writer: WriterInfo {
+                id: String::new(),
+                fence: 0,
+            },
             level: 3,
             frame_size: DEFAULT_FRAME_SIZE,
         }
@@ -101,12 +112,24 @@ impl FormatError {
     pub fn verdict(&self) -> &'static str {
         match self {
             FormatError::Key { .. } => "wrong-key",
-            FormatError::Frame { source: FrameError::Truncated { .. }, .. } => "truncated",
-            FormatError::Preamble { source: PreambleError::Incomplete(_), .. } => "truncated",
-            FormatError::Frame { source: FrameError::Io(_), .. } | FormatError::Io { .. } => "io",
+            FormatError::Frame {
+                source: FrameError::Truncated { .. },
+                ..
+            } => "truncated",
+            FormatError::Preamble {
+                source: PreambleError::Incomplete(_),
+                ..
+            } => "truncated",
+            FormatError::Frame {
+                source: FrameError::Io(_),
+                ..
+            }
+            | FormatError::Io { .. } => "io",
             FormatError::Frame { .. } => "tampered",
             FormatError::NameMismatch { .. } => "renamed",
-            FormatError::Preamble { .. } | FormatError::Corrupt { .. } | FormatError::RecordTooLarge { .. } => "corrupt",
+            FormatError::Preamble { .. }
+            | FormatError::Corrupt { .. }
+            | FormatError::RecordTooLarge { .. } => "corrupt",
         }
     }
 }
@@ -143,11 +166,20 @@ impl<W: Write> SegmentWriter<W> {
     /// writes the preamble.
     pub fn new(out: W, spec: SegmentSpec, keyring: &Keyring) -> Result<Self, FormatError> {
         let name = spec.name.clone();
-        let corrupt = |detail: String| FormatError::Corrupt { name: name.clone(), detail };
+        let corrupt = |detail: String| FormatError::Corrupt {
+            name: name.clone(),
+            detail,
+        };
         if spec.frame_size == 0 || spec.frame_size > MAX_FRAME_SIZE {
-            return Err(corrupt(format!("frame size {} outside 1..={MAX_FRAME_SIZE}", spec.frame_size)));
+            return Err(corrupt(format!(
+                "frame size {} outside 1..={MAX_FRAME_SIZE}",
+                spec.frame_size
+            )));
         }
-        let key_err = |source| FormatError::Key { name: name.clone(), source };
+        let key_err = |source| FormatError::Key {
+            name: name.clone(),
+            source,
+        };
         let data_key = SecretKey::generate().map_err(key_err)?;
         let (key_id, wrapped) = keyring.wrap(&data_key).map_err(key_err)?;
         let mut prefix = [0u8; NONCE_PREFIX_LEN];
@@ -170,12 +202,24 @@ impl<W: Write> SegmentWriter<W> {
             frame_size: spec.frame_size as u32,
         };
         let preamble = header.encode_preamble().map_err(corrupt)?;
-        let io_err = |source| FormatError::Io { name: name.clone(), source };
-        let mut sink = HashingWriter { inner: out, hasher: Sha256::new(), written: 0 };
+        let io_err = |source| FormatError::Io {
+            name: name.clone(),
+            source,
+        };
+        let mut sink = HashingWriter {
+            inner: out,
+            hasher: Sha256::new(),
+            written: 0,
+        };
         sink.write_all(&preamble).map_err(io_err)?;
         let frames = FrameWriter::new(sink, &data_key, &prefix, preamble, spec.frame_size);
         let zstd = zstd::stream::write::Encoder::new(frames, spec.level).map_err(io_err)?;
-        Ok(Self { zstd, header, records: 0, plain_bytes: 0 })
+        Ok(Self {
+            zstd,
+            header,
+            records: 0,
+            plain_bytes: 0,
+        })
     }
 
     /// The header being written.
@@ -196,13 +240,19 @@ impl<W: Write> SegmentWriter<W> {
     /// Appends one record.
     pub fn write_record(&mut self, record: &[u8]) -> Result<(), FormatError> {
         if record.len() > MAX_RECORD_LEN {
-            return Err(FormatError::RecordTooLarge { name: self.header.name.clone(), len: record.len() });
+            return Err(FormatError::RecordTooLarge {
+                name: self.header.name.clone(),
+                len: record.len(),
+            });
         }
         let len = (record.len() as u32).to_le_bytes();
         self.zstd
             .write_all(&len)
             .and_then(|_| self.zstd.write_all(record))
-            .map_err(|source| FormatError::Io { name: self.header.name.clone(), source })?;
+            .map_err(|source| FormatError::Io {
+                name: self.header.name.clone(),
+                source,
+            })?;
         self.records += 1;
         self.plain_bytes += 4 + record.len() as u64;
         Ok(())
@@ -211,9 +261,15 @@ impl<W: Write> SegmentWriter<W> {
     /// Ends the segment (final frame with the trailer) and returns the output and its summary.
     pub fn finish(self) -> Result<(W, SealedSegment), FormatError> {
         let name = self.header.name.clone();
-        let io_err = |source| FormatError::Io { name: name.clone(), source };
+        let io_err = |source| FormatError::Io {
+            name: name.clone(),
+            source,
+        };
         let frames = self.zstd.finish().map_err(io_err)?;
-        let trailer = Trailer { records: self.records, plain_bytes: self.plain_bytes };
+        let trailer = Trailer {
+            records: self.records,
+            plain_bytes: self.plain_bytes,
+        };
         let sink = frames.finish(trailer).map_err(io_err)?;
         let sealed = SealedSegment {
             header: self.header,
@@ -255,7 +311,10 @@ pub struct SegmentReader<R: Read> {
 
 impl<R: Read> std::fmt::Debug for SegmentReader<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SegmentReader").field("name", &self.header.name).field("records", &self.records).finish()
+        f.debug_struct("SegmentReader")
+            .field("name", &self.header.name)
+            .field("records", &self.records)
+            .finish()
     }
 }
 
@@ -264,8 +323,14 @@ impl<R: Read> SegmentReader<R> {
     /// data key, and gets ready to stream records.
     pub fn open(mut input: R, expected_name: &str, keyring: &Keyring) -> Result<Self, FormatError> {
         let name = expected_name.to_owned();
-        let pre_err = |source| FormatError::Preamble { name: name.clone(), source };
-        let io_err = |source| FormatError::Io { name: name.clone(), source };
+        let pre_err = |source| FormatError::Preamble {
+            name: name.clone(),
+            source,
+        };
+        let io_err = |source| FormatError::Io {
+            name: name.clone(),
+            source,
+        };
         let mut preamble = vec![0u8; PREAMBLE_FIXED_LEN];
         let got = read_full(&mut input, &mut preamble).map_err(io_err)?;
         preamble.truncate(got);
@@ -273,7 +338,8 @@ impl<R: Read> SegmentReader<R> {
             Ok(done) => done,
             Err(PreambleError::Incomplete(need)) if got == PREAMBLE_FIXED_LEN => {
                 preamble.resize(need, 0);
-                let got = read_full(&mut input, &mut preamble[PREAMBLE_FIXED_LEN..]).map_err(io_err)?;
+                let got =
+                    read_full(&mut input, &mut preamble[PREAMBLE_FIXED_LEN..]).map_err(io_err)?;
                 preamble.truncate(PREAMBLE_FIXED_LEN + got);
                 parse_preamble(&preamble).map_err(pre_err)?
             }
@@ -281,9 +347,15 @@ impl<R: Read> SegmentReader<R> {
         };
         debug_assert_eq!(len, preamble.len());
         if header.name != expected_name {
-            return Err(FormatError::NameMismatch { name, found: header.name });
+            return Err(FormatError::NameMismatch {
+                name,
+                found: header.name,
+            });
         }
-        let corrupt = |detail: &str| FormatError::Corrupt { name: name.clone(), detail: detail.to_owned() };
+        let corrupt = |detail: &str| FormatError::Corrupt {
+            name: name.clone(),
+            detail: detail.to_owned(),
+        };
         let wrapped: [u8; WRAPPED_KEY_LEN] = BASE64
             .decode(&header.wrapped_key)
             .ok()
@@ -300,13 +372,24 @@ impl<R: Read> SegmentReader<R> {
         }
         let data_key = keyring
             .unwrap(&header.key_id, &WrappedKey(wrapped))
-            .map_err(|source| FormatError::Key { name: name.clone(), source })?;
+            .map_err(|source| FormatError::Key {
+                name: name.clone(),
+                source,
+            })?;
         let frames = FrameReader::new(input, &data_key, &prefix, preamble, frame_size);
         let buffered = BufReader::with_capacity(frame_size, frames);
         let zstd = zstd::stream::read::Decoder::with_buffer(buffered)
-            .map_err(|source| FormatError::Io { name: name.clone(), source })?
+            .map_err(|source| FormatError::Io {
+                name: name.clone(),
+                source,
+            })?
             .single_frame();
-        Ok(Self { header, zstd: Some(zstd), records: 0, plain_bytes: 0 })
+        Ok(Self {
+            header,
+            zstd: Some(zstd),
+            records: 0,
+            plain_bytes: 0,
+        })
     }
 
     /// The segment's header (already checked against the expected name; authenticated as each
@@ -319,7 +402,9 @@ impl<R: Read> SegmentReader<R> {
     /// trailer, the final frame and that nothing follows it.
     pub fn next_record(&mut self, buf: &mut Vec<u8>) -> Result<bool, FormatError> {
         let name = &self.header.name;
-        let Some(zstd) = self.zstd.as_mut() else { return Ok(false) };
+        let Some(zstd) = self.zstd.as_mut() else {
+            return Ok(false);
+        };
         let mut len = [0u8; 4];
         let got = read_full(zstd, &mut len).map_err(|e| stream_error(name, e))?;
         if got == 0 {
@@ -331,7 +416,10 @@ impl<R: Read> SegmentReader<R> {
         }
         let len = u32::from_le_bytes(len) as usize;
         if len > MAX_RECORD_LEN {
-            return Err(FormatError::RecordTooLarge { name: name.clone(), len });
+            return Err(FormatError::RecordTooLarge {
+                name: name.clone(),
+                len,
+            });
         }
         buf.clear();
         buf.resize(len, 0);
@@ -355,7 +443,9 @@ impl<R: Read> SegmentReader<R> {
     }
 
     fn finish(&mut self) -> Result<(), FormatError> {
-        let Some(zstd) = self.zstd.take() else { return Ok(()) };
+        let Some(zstd) = self.zstd.take() else {
+            return Ok(());
+        };
         let buffered = zstd.finish();
         if !buffered.buffer().is_empty() {
             return Err(self.corrupt("data follows the compressed record stream"));
@@ -363,7 +453,10 @@ impl<R: Read> SegmentReader<R> {
         let trailer = buffered
             .into_inner()
             .finish()
-            .map_err(|source| FormatError::Frame { name: self.header.name.clone(), source })?;
+            .map_err(|source| FormatError::Frame {
+                name: self.header.name.clone(),
+                source,
+            })?;
         if trailer.records != self.records || trailer.plain_bytes != self.plain_bytes {
             return Err(self.corrupt(&format!(
                 "trailer says {} records / {} bytes, the stream held {} / {}",
@@ -379,31 +472,35 @@ impl<R: Read> SegmentReader<R> {
 }
 
 fn corrupt(name: &str, detail: &str) -> FormatError {
-    FormatError::Corrupt { name: name.to_owned(), detail: detail.to_owned() }
+    FormatError::Corrupt {
+        name: name.to_owned(),
+        detail: detail.to_owned(),
+    }
 }
 
 /// Sorts an error from the decompressing read chain into frame failures (carried through
 /// `io::Error`), real I/O errors, and zstd's complaints about the stream itself.
 fn stream_error(name: &str, e: io::Error) -> FormatError {
-        let name = name.to_owned();
-        if let Some(frame) = frame_error_of(&e) {
-            let source = match frame {
-                FrameError::Tampered { frame } => FrameError::Tampered { frame: *frame },
-                FrameError::Truncated { frame } => FrameError::Truncated { frame: *frame },
-                FrameError::BadLength { frame, len, max } => FrameError::BadLength { frame: *frame, len: *len, max: *max },
-                FrameError::BadTrailer => FrameError::BadTrailer,
-                FrameError::TrailingData(n) => FrameError::TrailingData(*n),
-                FrameError::TooManyFrames => FrameError::TooManyFrames,
-                FrameError::Io(_) => return FormatError::Io { name, source: e },
-            };
-            return FormatError::Frame { name, source };
+    let name = name.to_owned();
+    match into_frame_error(e) {
+        // Storage failing mid-read (carried through the sync bridge) is I/O, not corruption.
+        FrameError::Io(e)
+            if e.get_ref()
+                .is_some_and(|inner| inner.is::<crate::storage::StorageError>()) =>
+        {
+            FormatError::Io { name, source: e }
         }
-        match e.kind() {
+        FrameError::Io(e) => match e.kind() {
             io::ErrorKind::InvalidData | io::ErrorKind::Other | io::ErrorKind::UnexpectedEof => {
-                FormatError::Corrupt { name, detail: format!("compressed stream: {e}") }
+                FormatError::Corrupt {
+                    name,
+                    detail: format!("compressed stream: {e}"),
+                }
             }
             _ => FormatError::Io { name, source: e },
-        }
+        },
+        source => FormatError::Frame { name, source },
+    }
 }
 
 /// Reads until `buf` is full or the input ends; returns how much was read.

@@ -22,8 +22,18 @@ fn spec(name: &str, frame_size: usize) -> SegmentSpec {
     s
 }
 
-fn seal(ring: &Keyring, name: &str, records: &[Vec<u8>], frame_size: usize) -> (Vec<u8>, SealedSegment) {
-    seal_to_vec(spec(name, frame_size), ring, records.iter().map(|r| r.as_slice())).unwrap()
+fn seal(
+    ring: &Keyring,
+    name: &str,
+    records: &[Vec<u8>],
+    frame_size: usize,
+) -> (Vec<u8>, SealedSegment) {
+    seal_to_vec(
+        spec(name, frame_size),
+        ring,
+        records.iter().map(|r| r.as_slice()),
+    )
+    .unwrap()
 }
 
 fn open(ring: &Keyring, name: &str, bytes: &[u8]) -> Result<Vec<Vec<u8>>, FormatError> {
@@ -52,7 +62,10 @@ fn round_trip_keeps_records_and_reports_what_was_sealed() {
     let (bytes, sealed) = seal(&ring, "sources/rs0/oplog/a.seg", &recs, 64);
     assert_eq!(sealed.size, bytes.len() as u64);
     assert_eq!(sealed.records, 4);
-    assert_eq!(sealed.plain_bytes, recs.iter().map(|r| 4 + r.len() as u64).sum::<u64>());
+    assert_eq!(
+        sealed.plain_bytes,
+        recs.iter().map(|r| 4 + r.len() as u64).sum::<u64>()
+    );
     use sha2::Digest;
     assert_eq!(sealed.sha256, hex::encode(sha2::Sha256::digest(&bytes)));
 
@@ -85,7 +98,11 @@ fn flipping_any_single_byte_fails_to_open() {
             let mut bad = bytes.clone();
             bad[i] ^= bit;
             let res = open(&ring, "seg", &bad);
-            assert!(res.is_err(), "flipping bit {bit:#x} of byte {i} of {} went unnoticed", bytes.len());
+            assert!(
+                res.is_err(),
+                "flipping bit {bit:#x} of byte {i} of {} went unnoticed",
+                bytes.len()
+            );
         }
     }
 }
@@ -136,7 +153,10 @@ fn wrong_or_missing_key_fails_clearly() {
     let err = open(&other, "seg", &bytes).unwrap_err();
     assert_eq!(err.verdict(), "wrong-key");
     let msg = err.to_string();
-    assert!(msg.contains("seg") && msg.contains(&sealed.header.key_id), "{msg}");
+    assert!(
+        msg.contains("seg") && msg.contains(&sealed.header.key_id),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -148,10 +168,17 @@ fn rotated_keyring_still_opens_old_segments() {
     let ring_ba = Keyring::new(vec![b.clone(), a], "b,a").unwrap();
     assert_eq!(open(&ring_ba, "old", &old).unwrap(), vec![b"old".to_vec()]);
     let (new, sealed) = seal(&ring_ba, "new", &[b"new".to_vec()], 64);
-    assert_eq!(sealed.header.key_id, b.id().to_string(), "new segments use the primary");
+    assert_eq!(
+        sealed.header.key_id,
+        b.id().to_string(),
+        "new segments use the primary"
+    );
     let ring_b = Keyring::new(vec![b], "b").unwrap();
     assert!(open(&ring_b, "new", &new).is_ok());
-    assert_eq!(open(&ring_b, "old", &old).unwrap_err().verdict(), "wrong-key");
+    assert_eq!(
+        open(&ring_b, "old", &old).unwrap_err().verdict(),
+        "wrong-key"
+    );
 }
 
 #[test]

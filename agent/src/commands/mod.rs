@@ -1,0 +1,4 @@
+//! One module per `mc-agent` subcommand.
+
+pub mod init;
+pub mod key;

@@ -1,0 +1,272 @@
+//! The catalog: a repository as a whole. [`Repository`] joins an object store and a keyring to
+//! store and open segments; [`names`] says what objects are called; [`index`] lists the segments
+//! of a stream (from an index object plus a listing, or from the objects alone); [`timeline`]
+//! turns oplog segments into continuous runs and gaps; [`verify`] checks every object.
+
+pub mod index;
+pub mod names;
+pub mod timeline;
+pub mod verify;
+
+use std::io::Read;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::Keyring;
+use crate::format::{
+    parse_preamble, seal_to_vec, FormatError, PreambleError, SealedSegment, SegmentHeader,
+    SegmentReader, SegmentSpec,
+};
+use crate::storage::{ObjectStore, PutSource, RepoUrl, StorageError};
+
+pub use index::{Catalog, SegmentEntry};
+pub use timeline::{Gap, Run, Timeline};
+pub use verify::{verify, ObjectReport, Verdict, VerifyReport};
+
+/// The key of the repository's config object.
+pub const CONFIG_KEY: &str = "config";
+/// Repository format this build writes and reads.
+pub const REPO_FORMAT: u32 = 1;
+
+/// The repository's config object (`docs/format.md` §6). Carries no secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    pub format: u32,
+    pub id: String,
+    pub created: String,
+}
+
+/// Errors of repository operations; each names the repository or object concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error("{repo} is not an mc-backup repository (no `config` object); check the URL, or create one with `mc-agent init`")]
+    NotInitialized { repo: String },
+    #[error("{repo} is repository format {found}; this build reads format {REPO_FORMAT} (upgrade mc-backup)")]
+    UnsupportedFormat { repo: String, found: u32 },
+    #[error("object {key} in {repo}: {detail}")]
+    BadObject {
+        repo: String,
+        key: String,
+        detail: String,
+    },
+    #[error("a background task failed: {0}")]
+    Task(String),
+}
+
+/// An object store plus the keyring that opens what is in it.
+#[derive(Debug, Clone)]
+pub struct Repository {
+    store: Arc<dyn ObjectStore>,
+    keyring: Keyring,
+}
+
+impl Repository {
+    pub fn new(store: Arc<dyn ObjectStore>, keyring: Keyring) -> Self {
+        Self { store, keyring }
+    }
+
+    /// Opens the store at `url` and checks it is a repository this build reads. With `create`,
+    /// an empty location becomes a new repository.
+    pub async fn open(url: &RepoUrl, keyring: Keyring, create: bool) -> Result<Self, RepoError> {
+        let repo = Self::new(crate::storage::open(url).await?, keyring);
+        if create {
+            repo.init().await?;
+        } else {
+            repo.config().await?;
+        }
+        Ok(repo)
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// Writes the config object if there is none, then returns the repository's config.
+    pub async fn init(&self) -> Result<RepoConfig, RepoError> {
+        let config = RepoConfig {
+            format: REPO_FORMAT,
+            id: hex::encode(rand::random::<[u8; 16]>()),
+            created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        };
+        let body =
+            serde_json::to_vec_pretty(&config).map_err(|e| self.bad(CONFIG_KEY, e.to_string()))?;
+        match self
+            .store
+            .put_if_absent(CONFIG_KEY, PutSource::Bytes(body.into()))
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(repo = %self.store.describe(), id = %config.id, "created repository");
+                Ok(config)
+            }
+            Err(e) if e.is_already_exists() => self.config().await,
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads and checks the config object.
+    pub async fn config(&self) -> Result<RepoConfig, RepoError> {
+        let bytes = match self.store.get(CONFIG_KEY).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => {
+                return Err(RepoError::NotInitialized {
+                    repo: self.store.describe(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let config: RepoConfig =
+            serde_json::from_slice(&bytes).map_err(|e| self.bad(CONFIG_KEY, e.to_string()))?;
+        if config.format != REPO_FORMAT {
+            return Err(RepoError::UnsupportedFormat {
+                repo: self.store.describe(),
+                found: config.format,
+            });
+        }
+        Ok(config)
+    }
+
+    /// Seals `records` into a segment (on a blocking thread) and stores it with put-if-absent.
+    /// For segments that fit in memory; the agent bounds their size.
+    pub async fn put_segment(
+        &self,
+        spec: SegmentSpec,
+        records: Vec<Vec<u8>>,
+    ) -> Result<SegmentEntry, RepoError> {
+        let keyring = self.keyring.clone();
+        let (bytes, sealed) = tokio::task::spawn_blocking(move || {
+            seal_to_vec(spec, &keyring, records.iter().map(|r| r.as_slice()))
+        })
+        .await
+        .map_err(|e| RepoError::Task(e.to_string()))??;
+        self.put_sealed(Bytes::from(bytes), sealed).await
+    }
+
+    /// Stores an already sealed segment under the name in its header.
+    pub async fn put_sealed(
+        &self,
+        bytes: Bytes,
+        sealed: SealedSegment,
+    ) -> Result<SegmentEntry, RepoError> {
+        let key = sealed.header.name.clone();
+        self.store
+            .put_if_absent(&key, PutSource::Bytes(bytes))
+            .await?;
+        Ok(SegmentEntry::from_sealed(&sealed))
+    }
+
+    /// Reads just the plaintext header of a segment (no key needed), with a ranged read.
+    pub async fn read_header(&self, key: &str) -> Result<SegmentHeader, RepoError> {
+        read_header(self.store.as_ref(), key).await
+    }
+
+    /// Fetches a whole segment and returns its records. For small segments and tests; use
+    /// [`Repository::scan_segment`] for bounded memory.
+    pub async fn read_segment(
+        &self,
+        key: &str,
+    ) -> Result<(SegmentHeader, Vec<Vec<u8>>), RepoError> {
+        let bytes = self.store.get(key).await?;
+        let keyring = self.keyring.clone();
+        let key = key.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let reader = SegmentReader::open(&bytes[..], &key, &keyring)?;
+            let header = reader.header().clone();
+            Ok((header, reader.read_all()?))
+        })
+        .await
+        .map_err(|e| RepoError::Task(e.to_string()))?
+    }
+
+    /// Streams a segment from storage through `on_record`, on a blocking thread, with memory
+    /// bounded by one frame. Returns the header and the number of records. Records passed to
+    /// `on_record` are authenticated frame by frame; the segment as a whole is proven complete
+    /// only when this returns `Ok`.
+    pub async fn scan_segment<F>(
+        &self,
+        key: &str,
+        mut on_record: F,
+    ) -> Result<(SegmentHeader, u64), RepoError>
+    where
+        F: FnMut(&[u8]) -> Result<(), String> + Send + 'static,
+    {
+        let stream = self.store.get_stream(key).await?;
+        let reader = tokio_util::io::StreamReader::new(stream.map_err(std::io::Error::other));
+        let bridge = tokio_util::io::SyncIoBridge::new(reader);
+        let keyring = self.keyring.clone();
+        let key = key.to_owned();
+        let repo = self.store.describe();
+        tokio::task::spawn_blocking(move || {
+            let input: Box<dyn Read + Send> = Box::new(bridge);
+            let mut reader = SegmentReader::open(input, &key, &keyring)?;
+            let header = reader.header().clone();
+            let mut buf = Vec::new();
+            let mut n = 0;
+            while reader.next_record(&mut buf)? {
+                on_record(&buf).map_err(|detail| RepoError::BadObject {
+                    repo: repo.clone(),
+                    key: key.clone(),
+                    detail,
+                })?;
+                n += 1;
+            }
+            Ok((header, n))
+        })
+        .await
+        .map_err(|e| RepoError::Task(e.to_string()))?
+    }
+
+    fn bad(&self, key: &str, detail: String) -> RepoError {
+        RepoError::BadObject {
+            repo: self.store.describe(),
+            key: key.to_owned(),
+            detail,
+        }
+    }
+}
+
+/// Reads the plaintext header of a segment with one or two ranged reads.
+pub async fn read_header(store: &dyn ObjectStore, key: &str) -> Result<SegmentHeader, RepoError> {
+    const FIRST_READ: u64 = 4096;
+    let bad = |detail: String| RepoError::BadObject {
+        repo: store.describe(),
+        key: key.to_owned(),
+        detail,
+    };
+    let size = store
+        .head(key)
+        .await?
+        .ok_or_else(|| StorageError::NotFound {
+            repo: store.describe(),
+            key: key.to_owned(),
+        })?
+        .size;
+    let first = store.get_range(key, 0..FIRST_READ.min(size)).await?;
+    match parse_preamble(&first) {
+        Ok((header, _)) => Ok(header),
+        Err(PreambleError::Incomplete(need))
+            if (need as u64) <= size && first.len() as u64 == FIRST_READ.min(size) =>
+        {
+            let all = store.get_range(key, 0..need as u64).await?;
+            parse_preamble(&all)
+                .map(|(h, _)| h)
+                .map_err(|e| bad(e.to_string()))
+        }
+        Err(PreambleError::Incomplete(_)) => {
+            Err(bad("object ends inside its header: truncated".into()))
+        }
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
