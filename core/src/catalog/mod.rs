@@ -154,6 +154,55 @@ impl Repository {
         self.put_sealed(Bytes::from(bytes), sealed).await
     }
 
+    /// Seals `records` into a temporary file under `spool_dir` (encrypted as it is written, so
+    /// no plaintext touches the disk) and uploads it from there: memory stays bounded by one
+    /// frame however large the segment. The spool file is removed afterwards.
+    pub async fn put_segment_spooled<I>(
+        &self,
+        spec: SegmentSpec,
+        records: I,
+        spool_dir: &std::path::Path,
+    ) -> Result<SegmentEntry, RepoError>
+    where
+        I: IntoIterator<Item = Vec<u8>> + Send + 'static,
+        I::IntoIter: Send,
+    {
+        let keyring = self.keyring.clone();
+        let dir = spool_dir.to_owned();
+        let key = spec.name.clone();
+        let spool_err = |e: std::io::Error| RepoError::BadObject {
+            repo: format!("spool directory {}", dir.display()),
+            key: key.clone(),
+            detail: e.to_string(),
+        };
+        std::fs::create_dir_all(&dir).map_err(spool_err)?;
+        let file = tempfile::Builder::new()
+            .prefix(".seal-")
+            .tempfile_in(&dir)
+            .map_err(spool_err)?;
+        let (file, sealed) = tokio::task::spawn_blocking(move || {
+            let (handle, path) = file.into_parts();
+            let mut writer =
+                crate::format::SegmentWriter::new(std::io::BufWriter::new(handle), spec, &keyring)?;
+            for record in records {
+                writer.write_record(&record)?;
+            }
+            let (out, sealed) = writer.finish()?;
+            out.into_inner().map_err(|e| FormatError::Io {
+                name: sealed.header.name.clone(),
+                source: e.into_error(),
+            })?;
+            Ok::<_, RepoError>((path, sealed))
+        })
+        .await
+        .map_err(|e| RepoError::Task(e.to_string()))??;
+        self.store
+            .put_if_absent(&sealed.header.name, PutSource::File(file.to_path_buf()))
+            .await?;
+        drop(file);
+        Ok(SegmentEntry::from_sealed(&sealed))
+    }
+
     /// Stores an already sealed segment under the name in its header.
     pub async fn put_sealed(
         &self,

@@ -1,0 +1,277 @@
+//! The batcher: holds oplog entries read from the source until they are majority-committed, and
+//! cuts them into segment-sized batches. Pure logic, no I/O, so the cutting rules are tested
+//! exactly.
+//!
+//! An entry is released into a batch only when the replica set's majority commit point has
+//! reached it: an entry the majority has not acknowledged can still be rolled back by a
+//! failover, and a backup must never contain a write the cluster lost.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use mc_core::format::OplogTs;
+
+/// One oplog entry as read: raw BSON, untouched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OplogEntry {
+    pub ts: OplogTs,
+    /// The entry's `wall` clock time in Unix milliseconds (0 when absent).
+    pub wall_ms: i64,
+    pub raw: Vec<u8>,
+}
+
+/// A run of entries ready to be sealed into one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// The `last` of the batch before this one; `None` starts a new run (after a gap).
+    pub prev: Option<OplogTs>,
+    pub entries: Vec<OplogEntry>,
+}
+
+impl Batch {
+    pub fn first(&self) -> OplogTs {
+        self.entries
+            .first()
+            .map(|e| e.ts)
+            .unwrap_or(OplogTs::new(0, 0))
+    }
+    pub fn last(&self) -> OplogTs {
+        self.entries
+            .last()
+            .map(|e| e.ts)
+            .unwrap_or(OplogTs::new(0, 0))
+    }
+    pub fn bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.raw.len() as u64).sum()
+    }
+}
+
+/// When to cut.
+#[derive(Debug, Clone, Copy)]
+pub struct CutRules {
+    /// Cut when the committed entries waiting reach this many bytes.
+    pub max_bytes: u64,
+    /// Cut at most this long after the oldest committed entry arrived.
+    pub seal_interval: Duration,
+}
+
+/// Entries waiting for the majority and for a cut.
+#[derive(Debug)]
+pub struct Batcher {
+    rules: CutRules,
+    pending: VecDeque<(OplogEntry, Instant)>,
+    pending_bytes: u64,
+    majority: Option<OplogTs>,
+    /// `last` of the previous batch handed out (the chain link for the next one).
+    prev: Option<OplogTs>,
+}
+
+impl Batcher {
+    /// `prev` is the end of the durable timeline this capture continues, or `None` for a new run.
+    pub fn new(rules: CutRules, prev: Option<OplogTs>) -> Self {
+        Self {
+            rules,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            majority: None,
+            prev,
+        }
+    }
+
+    /// Adds an entry read from the oplog (in oplog order).
+    pub fn push(&mut self, entry: OplogEntry, now: Instant) {
+        self.pending_bytes += entry.raw.len() as u64;
+        self.pending.push_back((entry, now));
+    }
+
+    /// Records the replica set's majority commit point (it only moves forward).
+    pub fn set_majority(&mut self, ts: OplogTs) {
+        if self.majority.is_none_or(|m| ts > m) {
+            self.majority = Some(ts);
+        }
+    }
+
+    pub fn majority(&self) -> Option<OplogTs> {
+        self.majority
+    }
+
+    /// Bytes of entries waiting (committed or not).
+    pub fn pending_bytes(&self) -> u64 {
+        self.pending_bytes
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The `last` of the most recent batch handed out.
+    pub fn prev(&self) -> Option<OplogTs> {
+        self.prev
+    }
+
+    /// Forgets entries not yet handed out (after losing the source: they will be read again).
+    pub fn discard_pending(&mut self) {
+        self.pending.clear();
+        self.pending_bytes = 0;
+    }
+
+    /// Marks a gap: the next batch starts a new run.
+    pub fn break_chain(&mut self) {
+        self.prev = None;
+    }
+
+    fn committed_prefix(&self) -> (usize, u64) {
+        let Some(majority) = self.majority else {
+            return (0, 0);
+        };
+        let mut n = 0;
+        let mut bytes = 0;
+        for (e, _) in &self.pending {
+            if e.ts > majority {
+                break;
+            }
+            n += 1;
+            bytes += e.raw.len() as u64;
+        }
+        (n, bytes)
+    }
+
+    /// A batch, if the rules say cut now: the committed entries reached `max_bytes`, or the
+    /// oldest committed entry has waited `seal_interval`, or `flush` (shutdown) asks for
+    /// whatever is committed.
+    pub fn next_batch(&mut self, now: Instant, flush: bool) -> Option<Batch> {
+        let (n, bytes) = self.committed_prefix();
+        if n == 0 {
+            return None;
+        }
+        let oldest = self.pending.front().map(|(_, at)| *at)?;
+        let due = flush
+            || bytes >= self.rules.max_bytes
+            || now.saturating_duration_since(oldest) >= self.rules.seal_interval;
+        if !due {
+            return None;
+        }
+        // Take whole entries up to max_bytes (at least one, however large).
+        let mut entries = Vec::new();
+        let mut taken = 0u64;
+        while entries.len() < n {
+            let size = self
+                .pending
+                .front()
+                .map(|(e, _)| e.raw.len() as u64)
+                .unwrap_or(0);
+            if !entries.is_empty() && taken + size > self.rules.max_bytes {
+                break;
+            }
+            let Some((e, _)) = self.pending.pop_front() else {
+                break;
+            };
+            taken += size;
+            entries.push(e);
+        }
+        self.pending_bytes -= taken;
+        let batch = Batch {
+            prev: self.prev,
+            entries,
+        };
+        self.prev = Some(batch.last());
+        Some(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(t: u32, size: usize) -> OplogEntry {
+        OplogEntry {
+            ts: OplogTs::new(t, 1),
+            wall_ms: t as i64 * 1000,
+            raw: vec![0; size],
+        }
+    }
+
+    fn rules() -> CutRules {
+        CutRules {
+            max_bytes: 100,
+            seal_interval: Duration::from_secs(2),
+        }
+    }
+
+    #[test]
+    fn nothing_is_released_before_the_majority_reaches_it() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(rules(), None);
+        b.push(e(1, 10), t0);
+        b.push(e(2, 10), t0);
+        assert_eq!(
+            b.next_batch(t0 + Duration::from_secs(60), true),
+            None,
+            "no majority yet"
+        );
+        b.set_majority(OplogTs::new(1, 1));
+        let batch = b.next_batch(t0, true).unwrap();
+        assert_eq!(batch.entries, vec![e(1, 10)]);
+        assert_eq!(batch.prev, None);
+        assert_eq!(b.next_batch(t0, true), None, "entry 2 is not committed");
+        b.set_majority(OplogTs::new(0, 0));
+        assert_eq!(
+            b.majority(),
+            Some(OplogTs::new(1, 1)),
+            "the majority never goes back"
+        );
+    }
+
+    #[test]
+    fn cuts_by_interval_and_by_size_and_chains_batches() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(rules(), Some(OplogTs::new(0, 5)));
+        b.push(e(1, 10), t0);
+        b.set_majority(OplogTs::new(9, 9));
+        assert_eq!(
+            b.next_batch(t0 + Duration::from_secs(1), false),
+            None,
+            "not due yet"
+        );
+        let first = b.next_batch(t0 + Duration::from_secs(2), false).unwrap();
+        assert_eq!(first.prev, Some(OplogTs::new(0, 5)));
+        for t in 2..=9 {
+            b.push(e(t, 30), t0);
+        }
+        // 8 × 30 bytes committed: due by size at once; batches hold at most 100 bytes.
+        let second = b.next_batch(t0, false).unwrap();
+        assert_eq!(second.entries.len(), 3);
+        assert_eq!(second.prev, Some(OplogTs::new(1, 1)));
+        let third = b.next_batch(t0, false).unwrap();
+        assert_eq!(third.prev, Some(second.last()));
+        assert_eq!(b.pending_bytes(), 60);
+    }
+
+    #[test]
+    fn an_entry_larger_than_the_limit_still_goes_alone() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(rules(), None);
+        b.push(e(1, 500), t0);
+        b.push(e(2, 1), t0);
+        b.set_majority(OplogTs::new(2, 1));
+        assert_eq!(b.next_batch(t0, false).unwrap().entries.len(), 1);
+        assert_eq!(b.next_batch(t0, true).unwrap().entries.len(), 1);
+    }
+
+    #[test]
+    fn discarding_keeps_the_chain_and_break_chain_starts_a_run() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(rules(), None);
+        b.push(e(1, 1), t0);
+        b.set_majority(OplogTs::new(1, 1));
+        let first = b.next_batch(t0, true).unwrap();
+        b.push(e(2, 1), t0);
+        b.discard_pending();
+        assert_eq!(b.pending_len(), 0);
+        assert_eq!(b.prev(), Some(first.last()));
+        b.break_chain();
+        b.push(e(3, 1), t0);
+        b.set_majority(OplogTs::new(3, 1));
+        assert_eq!(b.next_batch(t0, true).unwrap().prev, None);
+    }
+}

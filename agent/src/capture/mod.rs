@@ -1,0 +1,221 @@
+//! Continuous oplog capture: source (the oplog tail) → transform (the batcher, which waits for
+//! the majority and cuts segments) → sink (sealing and uploading, in order).
+//!
+//! Resuming is driven by the repository, the source of truth: the capture continues from the
+//! end of the newest run of the source's timeline, exactly after the last durable entry, so a
+//! restart or crash neither skips nor repeats an entry. If that entry has left the oplog
+//! (it rolled over while the agent was down), the gap is recorded by starting a new run.
+
+pub mod batcher;
+pub mod oplog;
+pub mod upload;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mc_core::catalog::{Catalog, RepoError, Repository, Timeline};
+use mc_core::format::{OplogTs, StreamKind};
+use tokio::sync::{mpsc, watch};
+
+use self::batcher::{Batcher, CutRules};
+use self::oplog::OplogSource;
+use self::upload::{upload_batches, UploadSettings};
+use crate::metrics::Metrics;
+
+/// Why capture stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("MongoDB: {0}")]
+    Source(String),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+/// What the capture loop needs, resolved from the policy.
+#[derive(Debug, Clone)]
+pub struct CaptureSettings {
+    pub rules: CutRules,
+    pub upload: UploadSettings,
+    /// How often the majority commit point is polled and cuts are considered.
+    pub tick: Duration,
+}
+
+/// Where a capture starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartPoint {
+    /// Continue the timeline: the entry at this timestamp is durable; read from the next one.
+    After(OplogTs),
+    /// Start a new run with the entry at this timestamp (first capture, or after a gap).
+    From(OplogTs),
+}
+
+/// Finds where to start: after the newest durable entry of the repository's timeline if the
+/// oplog still has it, otherwise a new run from the oldest entry the oplog has (a gap).
+pub async fn start_point(
+    repo: &Repository,
+    source: &OplogSource,
+    source_id: &str,
+    metrics: &Metrics,
+) -> Result<StartPoint, CaptureError> {
+    let catalog = Catalog::load(repo, source_id, StreamKind::Oplog).await?;
+    let timeline = Timeline::build(&catalog.segments);
+    match timeline.newest() {
+        Some(end) if source.has_entry(end).await? => {
+            tracing::info!(resume_after = %end, runs = timeline.runs.len(), "resuming the timeline");
+            Ok(StartPoint::After(end))
+        }
+        Some(end) => {
+            let oldest = source
+                .oldest()
+                .await?
+                .ok_or_else(|| CaptureError::Source("the oplog is empty".into()))?;
+            metrics.gaps.fetch_add(1, Relaxed);
+            tracing::error!(
+                durable_end = %end,
+                oplog_oldest = %oldest,
+                "GAP: the oplog no longer holds the last captured entry (it rolled over while capture was stopped); \
+                 starting a new run at the oldest entry. Points in time inside the gap cannot be restored; \
+                 take a base snapshot so that restorable time resumes"
+            );
+            Ok(StartPoint::From(oldest))
+        }
+        None => {
+            let majority = source.majority_point().await?;
+            tracing::info!(start = %majority, "no timeline yet for this source; starting a new run at the majority commit point");
+            Ok(StartPoint::From(majority))
+        }
+    }
+}
+
+/// Runs capture until `shutdown` turns true, then seals and stores everything majority-committed
+/// and returns. Source errors (e.g. a failover) lead to reconnecting from the last entry handed
+/// to the sink; nothing uncommitted is ever stored.
+pub async fn run(
+    repo: Repository,
+    source: OplogSource,
+    settings: CaptureSettings,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<u64, CaptureError> {
+    let source_id = settings.upload.source.clone();
+    let start = start_point(&repo, &source, &source_id, &metrics).await?;
+    let (prev, mut resume) = match start {
+        StartPoint::After(ts) => (Some(ts), start),
+        StartPoint::From(_) => (None, start),
+    };
+    let mut batcher = Batcher::new(settings.rules, prev);
+
+    let (tx, rx) = mpsc::channel(settings.upload.concurrency.max(1));
+    let sink = tokio::spawn(upload_batches(
+        repo.clone(),
+        settings.upload.clone(),
+        rx,
+        metrics.clone(),
+    ));
+
+    let mut tick = tokio::time::interval(settings.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut backoff = Duration::from_millis(200);
+    'connect: while !*shutdown.borrow() {
+        let from = match resume {
+            StartPoint::After(ts) | StartPoint::From(ts) => ts,
+        };
+        let mut cursor = match source.tail_from(from).await {
+            Ok(c) => c,
+            Err(e) => {
+                reconnect_wait(&metrics, &e, &mut backoff, &mut shutdown).await;
+                continue 'connect;
+            }
+        };
+        // The first entry must be the resume point itself, proving nothing was skipped.
+        let mut expect_first = match resume {
+            StartPoint::After(ts) => Some(ts),
+            StartPoint::From(_) => None,
+        };
+        metrics.capturing.store(1, Relaxed);
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break 'connect,
+                _ = tick.tick() => {
+                    match source.majority_point().await {
+                        Ok(m) => { batcher.set_majority(m); metrics.set_majority(m); }
+                        Err(e) => tracing::warn!(error = %e, "cannot read the majority commit point"),
+                    }
+                    while let Some(batch) = batcher.next_batch(Instant::now(), false) {
+                        resume = StartPoint::After(batch.last());
+                        if tx.send(batch).await.is_err() { break 'connect; }
+                    }
+                }
+                next = cursor.next() => match next {
+                    Ok(Some(entry)) => {
+                        if let Some(want) = expect_first.take() {
+                            if entry.ts != want {
+                                // The resume entry vanished between the check and the tail.
+                                metrics.gaps.fetch_add(1, Relaxed);
+                                tracing::error!(expected = %want, found = %entry.ts, "GAP: resume entry missing from the oplog; starting a new run");
+                                batcher.break_chain();
+                            } else {
+                                continue;
+                            }
+                        }
+                        backoff = Duration::from_millis(200);
+                        batcher.push(entry, Instant::now());
+                    }
+                    Ok(None) => {
+                        tracing::warn!("oplog cursor closed; reopening");
+                        break;
+                    }
+                    Err(e) => {
+                        metrics.capturing.store(0, Relaxed);
+                        reconnect_wait(&metrics, &e, &mut backoff, &mut shutdown).await;
+                        break;
+                    }
+                },
+            }
+        }
+        // Entries not yet handed to the sink may be uncommitted and rolled back by a failover:
+        // drop them and read again from the last entry handed out.
+        batcher.discard_pending();
+        resume = match batcher.prev() {
+            Some(ts) => StartPoint::After(ts),
+            None => resume,
+        };
+    }
+    metrics.capturing.store(0, Relaxed);
+
+    // Shutdown: seal what the majority has, then let the sink finish.
+    if let Ok(m) = source.majority_point().await {
+        batcher.set_majority(m);
+    }
+    while let Some(batch) = batcher.next_batch(Instant::now(), true) {
+        if tx.send(batch).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let stored = sink
+        .await
+        .map_err(|e| CaptureError::Source(format!("upload task failed: {e}")))?;
+    tracing::info!(
+        segments = stored,
+        "capture stopped; everything majority-committed is durable"
+    );
+    Ok(stored)
+}
+
+async fn reconnect_wait(
+    metrics: &Metrics,
+    error: &CaptureError,
+    backoff: &mut Duration,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    metrics.source_errors.fetch_add(1, Relaxed);
+    tracing::warn!(%error, retry_in = ?*backoff, "reading the oplog failed; reconnecting");
+    tokio::select! {
+        _ = tokio::time::sleep(*backoff) => {}
+        _ = shutdown.changed() => {}
+    }
+    *backoff = (*backoff * 2).min(Duration::from_secs(10));
+}

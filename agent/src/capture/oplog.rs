@@ -1,0 +1,153 @@
+//! The oplog source: reads `local.oplog.rs` of a replica set with a tailable-await cursor,
+//! entries kept as raw BSON, and asks the set for its majority commit point.
+
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use mc_core::format::OplogTs;
+use mongodb::bson::{doc, RawDocumentBuf, Timestamp};
+use mongodb::options::CursorType;
+use mongodb::{Client, Cursor};
+
+use super::batcher::OplogEntry;
+use super::CaptureError;
+
+/// How long the server holds a tailable-await `getMore` open when there is nothing new. Short,
+/// so the capture loop notices shutdown and seal deadlines promptly.
+const AWAIT: Duration = Duration::from_millis(250);
+
+pub fn to_ts(t: Timestamp) -> OplogTs {
+    OplogTs::new(t.time, t.increment)
+}
+
+pub fn to_bson_ts(t: OplogTs) -> Timestamp {
+    Timestamp {
+        time: t.t,
+        increment: t.i,
+    }
+}
+
+/// A connection to the replica set whose oplog is captured.
+#[derive(Debug, Clone)]
+pub struct OplogSource {
+    client: Client,
+}
+
+impl OplogSource {
+    /// Connects (lazily: the driver finds the primary on first use).
+    pub async fn connect(uri: &str) -> Result<Self, CaptureError> {
+        let mut options = mongodb::options::ClientOptions::parse(uri)
+            .await
+            .map_err(|e| CaptureError::Source(format!("invalid MongoDB URI: {e}")))?;
+        options.app_name = Some("mc-agent".into());
+        let client =
+            Client::with_options(options).map_err(|e| CaptureError::Source(e.to_string()))?;
+        Ok(Self { client })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn oplog(&self) -> mongodb::Collection<RawDocumentBuf> {
+        self.client.database("local").collection("oplog.rs")
+    }
+
+    /// The replica set's majority commit point: no entry at or before it can be rolled back.
+    pub async fn majority_point(&self) -> Result<OplogTs, CaptureError> {
+        let hello = self
+            .client
+            .database("admin")
+            .run_command(doc! {"hello": 1})
+            .await
+            .map_err(source_err)?;
+        let ts = hello
+            .get_document("lastWrite")
+            .and_then(|w| w.get_document("majorityOpTime"))
+            .and_then(|o| o.get_timestamp("ts"))
+            .map_err(|_| {
+                CaptureError::Source(
+                    "the server reports no majority commit point (hello.lastWrite.majorityOpTime); is it a replica set member?"
+                        .into(),
+                )
+            })?;
+        Ok(to_ts(ts))
+    }
+
+    /// Whether the oplog still holds the entry with timestamp `ts`.
+    pub async fn has_entry(&self, ts: OplogTs) -> Result<bool, CaptureError> {
+        let found = self
+            .oplog()
+            .find_one(doc! {"ts": to_bson_ts(ts)})
+            .projection(doc! {"ts": 1})
+            .await
+            .map_err(source_err)?;
+        Ok(found.is_some())
+    }
+
+    /// The oldest entry still in the oplog.
+    pub async fn oldest(&self) -> Result<Option<OplogTs>, CaptureError> {
+        let first = self
+            .oplog()
+            .find_one(doc! {})
+            .sort(doc! {"$natural": 1})
+            .projection(doc! {"ts": 1})
+            .await
+            .map_err(source_err)?;
+        first
+            .map(|d| {
+                d.get_timestamp("ts")
+                    .map(to_ts)
+                    .map_err(|e| CaptureError::Source(format!("oplog entry without ts: {e}")))
+            })
+            .transpose()
+    }
+
+    /// A tailable-await cursor over entries with `ts >= from`.
+    pub async fn tail_from(&self, from: OplogTs) -> Result<OplogCursor, CaptureError> {
+        let cursor = self
+            .oplog()
+            .find(doc! {"ts": {"$gte": to_bson_ts(from)}})
+            .cursor_type(CursorType::TailableAwait)
+            .max_await_time(AWAIT)
+            .no_cursor_timeout(true)
+            .await
+            .map_err(source_err)?;
+        Ok(OplogCursor { cursor })
+    }
+}
+
+/// An open tail of the oplog.
+pub struct OplogCursor {
+    cursor: Cursor<RawDocumentBuf>,
+}
+
+impl OplogCursor {
+    /// The next entry; `Ok(None)` when the cursor died (it must be reopened).
+    pub async fn next(&mut self) -> Result<Option<OplogEntry>, CaptureError> {
+        match self.cursor.try_next().await.map_err(source_err)? {
+            Some(raw) => parse_entry(raw).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Reads `ts` and `wall` from a raw entry, keeping its bytes as they are.
+pub fn parse_entry(raw: RawDocumentBuf) -> Result<OplogEntry, CaptureError> {
+    let ts = raw
+        .get_timestamp("ts")
+        .map_err(|e| CaptureError::Source(format!("oplog entry without a timestamp: {e}")))?;
+    let wall_ms = raw
+        .get_datetime("wall")
+        .map(|d| d.timestamp_millis())
+        .unwrap_or(0);
+    Ok(OplogEntry {
+        ts: to_ts(ts),
+        wall_ms,
+        raw: raw.into_bytes(),
+    })
+}
+
+fn source_err(e: mongodb::error::Error) -> CaptureError {
+    CaptureError::Source(e.to_string())
+}

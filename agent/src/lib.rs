@@ -1,0 +1,11 @@
+//! # mc-agent as a library
+//!
+//! The capture daemon's machinery, kept in a library so that tests and benchmarks drive exactly
+//! what the binary runs:
+//!
+//! - [`capture`]: oplog source → batcher (majority-committed, cut by size and time) → sink
+//!   (seal and store in order).
+//! - [`metrics`]: counters and gauges, Prometheus text and `/status` JSON.
+
+pub mod capture;
+pub mod metrics;
