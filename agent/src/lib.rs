@@ -8,4 +8,7 @@
 //! - [`metrics`]: counters and gauges, Prometheus text and `/status` JSON.
 
 pub mod capture;
+pub mod http;
+pub mod lease;
 pub mod metrics;
+pub mod supervisor;

@@ -27,6 +27,12 @@ pub struct Metrics {
     pub majority_ts: AtomicU64,
     /// 1 while the capture loop is connected and tailing.
     pub capturing: AtomicU64,
+    /// 1 while this agent holds the capture lease (always 1 without a lease).
+    pub lease_held: AtomicU64,
+    /// Fencing token of the current or last lease.
+    pub lease_fence: AtomicU64,
+    /// Times this agent acquired the lease (a fast-growing count means flapping).
+    pub lease_acquisitions: AtomicU64,
 }
 
 fn pack(ts: OplogTs) -> u64 {
@@ -47,6 +53,8 @@ pub struct StatusSnapshot {
     pub upload_errors: u64,
     pub source_errors: u64,
     pub gaps: u64,
+    pub lease_held: bool,
+    pub lease_fence: u64,
     pub newest_durable_ts: Option<String>,
     pub newest_durable_wall: Option<String>,
     /// Seconds between now and the newest durable entry's wall time.
@@ -83,6 +91,8 @@ impl Metrics {
             upload_errors: self.upload_errors.load(Relaxed),
             source_errors: self.source_errors.load(Relaxed),
             gaps: self.gaps.load(Relaxed),
+            lease_held: self.lease_held.load(Relaxed) == 1,
+            lease_fence: self.lease_fence.load(Relaxed),
             newest_durable_ts: (durable > 0).then(|| unpack(durable).to_string()),
             newest_durable_wall: chrono::DateTime::from_timestamp_millis(wall)
                 .filter(|_| wall > 0)

@@ -1,0 +1,81 @@
+//! The agent's HTTP endpoint: `/metrics` (Prometheus text), `/healthz` (the process is alive),
+//! `/readyz` (capture is connected and tailing), `/status` (JSON for people and scripts).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Arc<Metrics>,
+    source: Arc<str>,
+}
+
+/// The routes, for serving or testing.
+pub fn router(metrics: Arc<Metrics>, source: &str) -> Router {
+    let state = AppState {
+        metrics,
+        source: source.into(),
+    };
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/status", get(status))
+        .with_state(state)
+}
+
+/// Binds `listen` and serves until `shutdown` turns true. Returns the bound address through
+/// `bound` (useful with port 0).
+pub async fn serve(
+    listen: SocketAddr,
+    metrics: Arc<Metrics>,
+    source: &str,
+    mut shutdown: watch::Receiver<bool>,
+    bound: tokio::sync::oneshot::Sender<SocketAddr>,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let _ = bound.send(listener.local_addr()?);
+    axum::serve(listener, router(metrics, source))
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
+}
+
+async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(&s.source),
+    )
+}
+
+async fn ready(State(s): State<AppState>) -> impl IntoResponse {
+    if s.metrics.capturing.load(Relaxed) == 1 {
+        (StatusCode::OK, "capturing\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not capturing (connecting, standing by or stopping)\n",
+        )
+    }
+}
+
+async fn status(State(s): State<AppState>) -> impl IntoResponse {
+    Json(serde_json::json!({
+        "source": &*s.source,
+        "capture": s.metrics.status(),
+    }))
+}

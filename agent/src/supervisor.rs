@@ -1,0 +1,139 @@
+//! The supervisor: runs capture while this agent may, and stops it when it may not. Without a
+//! lease it captures until shutdown. With one, it stands by until it acquires the lease,
+//! captures while renewals succeed, aborts capture the moment the lease is lost (a deposed
+//! capturer writes nothing more), and on shutdown flushes, then releases the lease so a standby
+//! takes over at once.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mc_core::catalog::Repository;
+use tokio::sync::watch;
+
+use crate::capture::oplog::OplogSource;
+use crate::capture::{self, CaptureError, CaptureSettings};
+use crate::lease::{Lease, LeaseStore};
+use crate::metrics::Metrics;
+
+/// Runs until `shutdown` turns true.
+pub async fn run(
+    repo: Repository,
+    source: OplogSource,
+    settings: CaptureSettings,
+    lease: Option<LeaseStore>,
+    holder: String,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), CaptureError> {
+    let Some(store) = lease else {
+        metrics.lease_held.store(1, Relaxed);
+        capture::run(repo, source, settings, metrics, shutdown).await?;
+        return Ok(());
+    };
+    let period = store.ttl() / 3;
+    while !*shutdown.borrow() {
+        let acquired = match store.try_acquire(&holder).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach the lease store; standing by");
+                None
+            }
+        };
+        let Some(lease) = acquired else {
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        };
+        tracing::info!(holder = %holder, fence = lease.fence, "acquired the capture lease; capturing");
+        metrics.lease_held.store(1, Relaxed);
+        metrics.lease_fence.store(lease.fence, Relaxed);
+        metrics.lease_acquisitions.fetch_add(1, Relaxed);
+        let result = hold(
+            &repo,
+            &source,
+            &settings,
+            &store,
+            &lease,
+            &metrics,
+            &mut shutdown,
+        )
+        .await;
+        metrics.lease_held.store(0, Relaxed);
+        result?;
+    }
+    Ok(())
+}
+
+/// Captures while the lease holds. Returns on shutdown (after flushing and releasing) or when
+/// the lease is lost (after aborting capture).
+async fn hold(
+    repo: &Repository,
+    source: &OplogSource,
+    settings: &CaptureSettings,
+    store: &LeaseStore,
+    lease: &Lease,
+    metrics: &Arc<Metrics>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), CaptureError> {
+    let mut settings = settings.clone();
+    settings.upload.writer.fence = lease.fence;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut task = tokio::spawn(capture::run(
+        repo.clone(),
+        source.clone(),
+        settings,
+        metrics.clone(),
+        stop_rx,
+    ));
+    let period = store.ttl() / 3;
+    // Until when the lease is certainly ours: the last successful renewal plus the TTL, less a
+    // margin for clock drift between us and Redis.
+    let mut valid_until = Instant::now() + store.ttl() - period;
+    loop {
+        tokio::select! {
+            done = &mut task => {
+                // Capture ended by itself (an error it could not recover from).
+                let _ = store.release(lease).await;
+                return done.map_err(|e| CaptureError::Source(format!("capture task failed: {e}")))?.map(|_| ());
+            }
+            _ = shutdown.changed() => {
+                let _ = stop_tx.send(true);
+                let result = (&mut task).await;
+                match store.release(lease).await {
+                    Ok(_) => tracing::info!(fence = lease.fence, "released the capture lease"),
+                    Err(e) => tracing::warn!(error = %e, "could not release the lease; it expires by itself"),
+                }
+                return result.map_err(|e| CaptureError::Source(format!("capture task failed: {e}")))?.map(|_| ());
+            }
+            _ = tokio::time::sleep(period) => {
+                match store.renew(lease).await {
+                    Ok(true) => valid_until = Instant::now() + store.ttl() - period,
+                    Ok(false) => {
+                        tracing::error!(fence = lease.fence, "LOST the capture lease (another agent holds it); stopping capture now");
+                        task.abort();
+                        let _ = task.await;
+                        return Ok(());
+                    }
+                    Err(e) if Instant::now() >= valid_until => {
+                        tracing::error!(error = %e, "cannot renew the capture lease before it expires; stopping capture");
+                        task.abort();
+                        let _ = task.await;
+                        return Ok(());
+                    }
+                    Err(e) => tracing::warn!(error = %e, "lease renewal failed; retrying"),
+                }
+            }
+        }
+    }
+}
+
+/// A holder id for this process: pod/host name and pid.
+pub fn default_holder_id() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "mc-agent".into());
+    format!("{host}/{}", std::process::id())
+}
