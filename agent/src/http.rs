@@ -39,13 +39,13 @@ pub fn router(metrics: Arc<Metrics>, source: &str) -> Router {
 pub async fn serve(
     listen: SocketAddr,
     metrics: Arc<Metrics>,
-    source: &str,
+    source: String,
     mut shutdown: watch::Receiver<bool>,
     bound: tokio::sync::oneshot::Sender<SocketAddr>,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let _ = bound.send(listener.local_addr()?);
-    axum::serve(listener, router(metrics, source))
+    axum::serve(listener, router(metrics, &source))
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
         })

@@ -11,4 +11,5 @@ pub mod capture;
 pub mod http;
 pub mod lease;
 pub mod metrics;
+pub mod snapshot;
 pub mod supervisor;

@@ -20,6 +20,36 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the agent: capture continuously as the policy says, serve metrics and health, stop
+    /// cleanly on SIGTERM.
+    Run {
+        /// The backup policy (YAML); see policies/ and docs/policies.md.
+        #[arg(long, value_name = "FILE")]
+        policy: std::path::PathBuf,
+        /// Longest time to seal and upload after SIGTERM before giving up (exit 1).
+        #[arg(long, default_value = "25s", value_parser = humantime::parse_duration)]
+        shutdown_timeout: std::time::Duration,
+    },
+    /// Check a policy file and what it refers to (secrets, keyring, repository URL) without
+    /// contacting any server; exit 1 with every problem found.
+    Check {
+        /// The backup policy (YAML); see policies/ and docs/policies.md.
+        #[arg(long, value_name = "FILE")]
+        policy: std::path::PathBuf,
+    },
+    /// Take a base snapshot now (outside the policy's schedule).
+    Snapshot {
+        #[arg(long, value_name = "FILE")]
+        policy: std::path::PathBuf,
+    },
+    /// Show what the repository holds for the policy's source: coverage, gaps, RPO now.
+    Status {
+        #[arg(long, value_name = "FILE")]
+        policy: std::path::PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Create a repository at --repo (or check that one exists and is readable).
     Init {
         #[command(flatten)]
@@ -37,6 +67,13 @@ async fn main() {
     let cli: Cli = mc_core::cli::parse_or_exit();
     cli.global.init_logging();
     let result = match cli.command {
+        Command::Run {
+            policy,
+            shutdown_timeout,
+        } => commands::run::run(&policy, shutdown_timeout).await,
+        Command::Check { policy } => commands::check::run(&policy),
+        Command::Snapshot { policy } => commands::snapshot::run(&policy).await,
+        Command::Status { policy, json } => commands::status::run(&policy, json).await,
         Command::Init { repo } => commands::init::run(&repo).await,
         Command::Key(cmd) => commands::key::run(cmd),
         Command::Version => {

@@ -33,6 +33,12 @@ pub struct Metrics {
     pub lease_fence: AtomicU64,
     /// Times this agent acquired the lease (a fast-growing count means flapping).
     pub lease_acquisitions: AtomicU64,
+    /// Unix ms when the newest snapshot completed (0: none by this process).
+    pub last_snapshot_ms: AtomicI64,
+    /// Duration of the newest snapshot, ms.
+    pub last_snapshot_duration_ms: AtomicU64,
+    pub snapshots_taken: AtomicU64,
+    pub snapshot_errors: AtomicU64,
 }
 
 fn pack(ts: OplogTs) -> u64 {
@@ -158,6 +164,30 @@ impl Metrics {
             "gauge",
             "1 while the agent is tailing the oplog.",
             c(&self.capturing),
+        );
+        metric(
+            "mc_snapshots_total",
+            "counter",
+            "Base snapshots completed.",
+            c(&self.snapshots_taken),
+        );
+        metric(
+            "mc_snapshot_errors_total",
+            "counter",
+            "Base snapshots that failed.",
+            c(&self.snapshot_errors),
+        );
+        metric(
+            "mc_last_snapshot_timestamp_seconds",
+            "gauge",
+            "Unix time the newest base snapshot completed (0: none yet).",
+            (self.last_snapshot_ms.load(Relaxed) as f64 / 1000.0).to_string(),
+        );
+        metric(
+            "mc_last_snapshot_duration_seconds",
+            "gauge",
+            "How long the newest base snapshot took.",
+            (self.last_snapshot_duration_ms.load(Relaxed) as f64 / 1000.0).to_string(),
         );
         let durable = unpack(self.durable_ts.load(Relaxed));
         metric(

@@ -15,20 +15,45 @@ use crate::capture::oplog::OplogSource;
 use crate::capture::{self, CaptureError, CaptureSettings};
 use crate::lease::{Lease, LeaseStore};
 use crate::metrics::Metrics;
+use crate::snapshot::{self, SnapshotPlan};
+
+/// Everything one agent runs with.
+#[derive(Debug, Clone)]
+pub struct AgentParts {
+    pub repo: Repository,
+    pub source: OplogSource,
+    pub capture: CaptureSettings,
+    /// Scheduled snapshots; `None` captures only.
+    pub snapshots: Option<SnapshotPlan>,
+    /// The capture lease; `None` for a single agent.
+    pub lease: Option<LeaseStore>,
+    /// This agent's name in the lease and in segment headers.
+    pub holder: String,
+    pub metrics: Arc<Metrics>,
+}
 
 /// Runs until `shutdown` turns true.
 pub async fn run(
-    repo: Repository,
-    source: OplogSource,
-    settings: CaptureSettings,
-    lease: Option<LeaseStore>,
-    holder: String,
-    metrics: Arc<Metrics>,
+    parts: AgentParts,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), CaptureError> {
+    let AgentParts {
+        repo,
+        source,
+        capture: settings,
+        snapshots,
+        lease,
+        holder,
+        metrics,
+    } = parts;
     let Some(store) = lease else {
         metrics.lease_held.store(1, Relaxed);
-        capture::run(repo, source, settings, metrics, shutdown).await?;
+        let snapshots = spawn_snapshots(&repo, &source, snapshots, &metrics, shutdown.clone());
+        let result = capture::run(repo, source, settings, metrics, shutdown).await;
+        if let Some(task) = snapshots {
+            let _ = task.await;
+        }
+        result?;
         return Ok(());
     };
     let period = store.ttl() / 3;
@@ -51,36 +76,60 @@ pub async fn run(
         metrics.lease_held.store(1, Relaxed);
         metrics.lease_fence.store(lease.fence, Relaxed);
         metrics.lease_acquisitions.fetch_add(1, Relaxed);
-        let result = hold(
-            &repo,
-            &source,
-            &settings,
-            &store,
-            &lease,
-            &metrics,
-            &mut shutdown,
-        )
-        .await;
+        let parts = Held {
+            repo: &repo,
+            source: &source,
+            settings: &settings,
+            snapshots: &snapshots,
+            metrics: &metrics,
+        };
+        let result = hold(parts, &store, &lease, &mut shutdown).await;
         metrics.lease_held.store(0, Relaxed);
         result?;
     }
     Ok(())
 }
 
+/// What [`hold`] borrows from the running agent.
+struct Held<'a> {
+    repo: &'a Repository,
+    source: &'a OplogSource,
+    settings: &'a CaptureSettings,
+    snapshots: &'a Option<SnapshotPlan>,
+    metrics: &'a Arc<Metrics>,
+}
+
 /// Captures while the lease holds. Returns on shutdown (after flushing and releasing) or when
 /// the lease is lost (after aborting capture).
 async fn hold(
-    repo: &Repository,
-    source: &OplogSource,
-    settings: &CaptureSettings,
+    parts: Held<'_>,
     store: &LeaseStore,
     lease: &Lease,
-    metrics: &Arc<Metrics>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), CaptureError> {
+    let Held {
+        repo,
+        source,
+        settings,
+        snapshots,
+        metrics,
+    } = parts;
+    let snapshots = snapshots.clone();
     let mut settings = settings.clone();
     settings.upload.writer.fence = lease.fence;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let snapshots = snapshots.map(|mut plan| {
+        plan.settings.writer.fence = lease.fence;
+        plan
+    });
+    // Snapshots run only while the lease holds; a deposed holder's snapshot task is aborted.
+    let _snapshots = AbortOnDrop(spawn_snapshots(
+        repo,
+        source,
+        snapshots,
+        metrics,
+        stop_rx.clone(),
+    ));
     let mut task = tokio::spawn(capture::run(
         repo.clone(),
         source.clone(),
@@ -126,6 +175,35 @@ async fn hold(
                     Err(e) => tracing::warn!(error = %e, "lease renewal failed; retrying"),
                 }
             }
+        }
+    }
+}
+
+fn spawn_snapshots(
+    repo: &Repository,
+    source: &OplogSource,
+    plan: Option<SnapshotPlan>,
+    metrics: &Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    plan.map(|plan| {
+        tokio::spawn(snapshot::run_schedule(
+            repo.clone(),
+            source.clone(),
+            plan,
+            metrics.clone(),
+            stop,
+        ))
+    })
+}
+
+/// Aborts a task when dropped, so no path out of `hold` leaves a snapshot running unleased.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
         }
     }
 }

@@ -8,6 +8,8 @@
 //! - [`crypto`]: the keyring of key-encryption keys, per-segment data keys, STREAM frames.
 //! - [`storage`]: raw object stores (local directory, S3) behind one trait, and repository URLs.
 //! - [`catalog`]: object names, the index of segments, the `Timeline` of a source, verification.
+//! - [`policy`]: the YAML backup policy of one protected system (`docs/policies.md`), its
+//!   checks and its secret references.
 //! - [`logging`], [`cli`]: what the binaries share at their edges.
 //!
 //! The repository format is specified in `docs/format.md`; the way the pieces fit together is
@@ -18,4 +20,5 @@ pub mod cli;
 pub mod crypto;
 pub mod format;
 pub mod logging;
+pub mod policy;
 pub mod storage;

@@ -54,15 +54,16 @@ async fn start(repo: &Repository, source_id: &str, holder: &str, spool: &std::pa
     let source = OplogSource::connect(&mongodb_uri()).await.unwrap();
     let metrics = Arc::new(Metrics::default());
     let (stop, rx) = watch::channel(false);
-    let task = tokio::spawn(supervisor::run(
-        repo.clone(),
+    let parts = supervisor::AgentParts {
+        repo: repo.clone(),
         source,
-        settings,
-        Some(lease),
-        holder.into(),
-        metrics.clone(),
-        rx,
-    ));
+        capture: settings,
+        snapshots: None,
+        lease: Some(lease),
+        holder: holder.into(),
+        metrics: metrics.clone(),
+    };
+    let task = tokio::spawn(supervisor::run(parts, rx));
     Agent {
         metrics,
         stop,

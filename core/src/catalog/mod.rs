@@ -5,6 +5,7 @@
 
 pub mod index;
 pub mod names;
+pub mod snapshots;
 pub mod timeline;
 pub mod verify;
 
@@ -23,6 +24,7 @@ use crate::format::{
 use crate::storage::{ObjectStore, PutSource, RepoUrl, StorageError};
 
 pub use index::{Catalog, SegmentEntry};
+pub use snapshots::{list_snapshots, CollectionEntry, SnapshotManifest};
 pub use timeline::{Gap, Run, Timeline};
 pub use verify::{verify, ObjectReport, Verdict, VerifyReport};
 

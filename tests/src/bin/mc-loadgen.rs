@@ -122,6 +122,13 @@ fn document(id: i64, rng: &mut u64) -> Document {
     }
 }
 
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 fn next(state: &mut u64) -> u64 {
     *state ^= *state << 13;
     *state ^= *state >> 7;
@@ -139,7 +146,9 @@ async fn worker(
     let coll = client.database(&db).collection::<Document>("interviews");
     let mut counts = Counts::default();
     let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (w + 1);
-    let base = (w as i64) << 40;
+    // Ids unique across runs (the demo runs it again on the same database) and workers.
+    let run = (unix_secs() & 0xF_FFFF) as i64;
+    let base = (run << 40) | ((w as i64) << 32);
     let mut next_id = 0i64;
     let interval = (rate > 0).then(|| Duration::from_secs_f64(1.0 / rate as f64));
     let started = Instant::now();

@@ -1,0 +1,165 @@
+//! `mc-agent run --policy FILE`: the daemon. Loads and checks the policy, opens (or creates) the
+//! repository, serves metrics and health, and captures under the lease until SIGTERM or SIGINT;
+//! then it seals what is majority-committed, uploads it, releases the lease and exits 0 within
+//! the shutdown timeout (default 25 s, under Kubernetes' 30 s grace period).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use mc_agent::capture::batcher::CutRules;
+use mc_agent::capture::oplog::OplogSource;
+use mc_agent::capture::upload::UploadSettings;
+use mc_agent::capture::CaptureSettings;
+use mc_agent::lease::LeaseStore;
+use mc_agent::metrics::Metrics;
+use mc_agent::snapshot::{SnapshotPlan, SnapshotSettings};
+use mc_agent::{http, supervisor};
+use mc_core::catalog::Repository;
+use mc_core::format::WriterInfo;
+use mc_core::policy::Policy;
+use tokio::sync::watch;
+
+/// Key prefix of the agent's entries in Redis.
+const LEASE_PREFIX: &str = "mc-backup";
+
+pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Result<()> {
+    let policy = Policy::load(policy_path)?;
+    if let Err(errors) = policy.check_environment() {
+        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        bail!(
+            "the policy's environment is incomplete:\n  {}",
+            lines.join("\n  ")
+        );
+    }
+    let source_id = policy.source.id.clone();
+    let uri = policy.mongodb_uri()?;
+    let url = policy.repository_url()?;
+    let repo = Repository::open(&url, policy.keyring()?, true)
+        .await
+        .with_context(|| format!("opening repository {url}"))?;
+    let source = OplogSource::connect(uri.expose()).await?;
+    let holder = supervisor::default_holder_id();
+    let lease = match (&policy.lease, policy.lease_redis_url()?) {
+        (Some(settings), Some(redis_url)) => Some(
+            LeaseStore::connect(redis_url.expose(), LEASE_PREFIX, &source_id, settings.ttl)
+                .await
+                .context("connecting to the lease store (policy field lease.redis_url)")?,
+        ),
+        _ => None,
+    };
+    let settings = CaptureSettings {
+        rules: CutRules {
+            max_bytes: policy.capture.max_segment_bytes,
+            seal_interval: policy.capture.seal_interval,
+        },
+        upload: UploadSettings {
+            source: source_id.clone(),
+            writer: WriterInfo {
+                id: holder.clone(),
+                fence: 0,
+            },
+            zstd_level: policy.capture.zstd_level,
+            concurrency: 4,
+            spool_over: 4 << 20,
+            spool_dir: policy.spool_dir(),
+        },
+        tick: Duration::from_millis(100),
+    };
+
+    let snapshot_plan = SnapshotPlan {
+        settings: SnapshotSettings {
+            source: source_id.clone(),
+            parallelism: policy.snapshots.parallelism as usize,
+            max_segment_bytes: policy.capture.max_segment_bytes,
+            zstd_level: policy.capture.zstd_level,
+            writer: WriterInfo {
+                id: holder.clone(),
+                fence: 0,
+            },
+            reason: "schedule".into(),
+            databases: None,
+        },
+        schedule: Some(policy.snapshots.schedule.clone()),
+    };
+    let metrics = Arc::new(Metrics::default());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(http::serve(
+        policy.http.listen,
+        metrics.clone(),
+        source_id.clone(),
+        shutdown_rx.clone(),
+        bound_tx,
+    ));
+    let addr = match bound_rx.await {
+        Ok(addr) => addr,
+        Err(_) => {
+            let err = server
+                .await?
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            bail!(
+                "cannot serve metrics on {} (policy field http.listen): {err}",
+                policy.http.listen
+            );
+        }
+    };
+    tracing::info!(
+        policy = %policy.file().display(),
+        source = %source_id,
+        repository = %url,
+        metrics = %format!("http://{addr}/metrics"),
+        lease = lease.is_some(),
+        "mc-agent running"
+    );
+
+    let parts = supervisor::AgentParts {
+        repo,
+        source,
+        capture: settings,
+        snapshots: Some(snapshot_plan),
+        lease,
+        holder,
+        metrics,
+    };
+    let mut agent = tokio::spawn(supervisor::run(parts, shutdown_rx));
+    tokio::select! {
+        result = &mut agent => {
+            let _ = shutdown_tx.send(true);
+            result.context("the capture task panicked")??;
+            bail!("capture stopped unexpectedly");
+        }
+        signal = shutdown_signal() => {
+            tracing::info!(signal, "stopping: sealing and uploading what is majority-committed");
+        }
+    }
+    let _ = shutdown_tx.send(true);
+    match tokio::time::timeout(shutdown_timeout, &mut agent).await {
+        Ok(result) => result.context("the capture task panicked")??,
+        Err(_) => {
+            agent.abort();
+            bail!(
+                "did not finish uploading within {shutdown_timeout:?}; nothing is lost: the next start re-reads \
+                 the oplog from the last durable entry"
+            );
+        }
+    }
+    let _ = server.await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}

@@ -1,0 +1,331 @@
+//! Base snapshots: a logical copy of every user collection into snapshot segments, with the
+//! collections' options and index definitions, finished by a manifest
+//! (`mc_core::catalog::SnapshotManifest`).
+//!
+//! Consistency follows `mongodump --oplog`: the majority commit point is recorded before the
+//! first read (`start`) and after the last (`end`); restoring loads the documents and replays the
+//! oplog from `start`, which is valid for any time at or after `end`. Reads use read concern
+//! `majority`, so no document that a failover could roll back enters a snapshot.
+
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use mc_core::catalog::names::{new_snapshot_id, snapshot_data_key};
+use mc_core::catalog::{CollectionEntry, Repository, SnapshotManifest};
+use mc_core::format::{SegmentSpec, StreamKind, WriterInfo};
+use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
+use mongodb::options::ReadConcern;
+
+use crate::capture::oplog::OplogSource;
+use crate::capture::CaptureError;
+
+/// Databases never copied: replication state and cluster metadata.
+const SKIPPED_DATABASES: &[&str] = &["local", "config"];
+
+/// How a snapshot is taken.
+#[derive(Debug, Clone)]
+pub struct SnapshotSettings {
+    pub source: String,
+    /// Collections copied at once.
+    pub parallelism: usize,
+    /// Raw BSON bytes per data segment.
+    pub max_segment_bytes: u64,
+    pub zstd_level: i32,
+    pub writer: WriterInfo,
+    /// `schedule`, `on-demand` or `gap`.
+    pub reason: String,
+    /// Copy only these databases (`None`: every database but `local` and `config`).
+    pub databases: Option<Vec<String>>,
+}
+
+struct Planned {
+    db: String,
+    name: String,
+    kind: String,
+    options: Document,
+}
+
+/// Takes a snapshot and stores its manifest. Returns the manifest.
+pub async fn take(
+    repo: &Repository,
+    source: &OplogSource,
+    s: &SnapshotSettings,
+) -> Result<SnapshotManifest, CaptureError> {
+    let client = source.client();
+    let started = chrono::Utc::now();
+    let id = new_snapshot_id(started);
+    let start = source.majority_point().await?;
+    tracing::info!(snapshot = %id, %start, reason = %s.reason, "snapshot started");
+
+    let mut planned = Vec::new();
+    for db in client.list_database_names().await.map_err(src)? {
+        let wanted = s.databases.as_ref().is_none_or(|only| only.contains(&db));
+        if SKIPPED_DATABASES.contains(&db.as_str()) || !wanted {
+            continue;
+        }
+        let mut cursor = client
+            .database(&db)
+            .run_cursor_command(doc! {"listCollections": 1})
+            .await
+            .map_err(src)?;
+        while let Some(info) = cursor.try_next().await.map_err(src)? {
+            let name = info.get_str("name").unwrap_or_default().to_owned();
+            // system.* holds views' definitions (recorded as views), time-series buckets, and in
+            // `admin` users and roles: none is restored as data.
+            if name.is_empty() || name.starts_with("system.") {
+                continue;
+            }
+            let kind = info.get_str("type").unwrap_or("collection").to_owned();
+            let options = info.get_document("options").cloned().unwrap_or_default();
+            planned.push(Planned {
+                db: db.clone(),
+                name,
+                kind,
+                options,
+            });
+        }
+    }
+
+    let repo = Arc::new(repo.clone());
+    let id = Arc::new(id);
+    let settings = Arc::new(s.clone());
+    let mut collections: Vec<CollectionEntry> = futures::stream::iter(planned)
+        .map(|p| {
+            let (repo, id, settings, client) =
+                (repo.clone(), id.clone(), settings.clone(), client.clone());
+            async move {
+                let ns = format!("{}.{}", p.db, p.name);
+                let (db, name) = (p.db.clone(), p.name.clone());
+                match copy_collection(&repo, &client, &id, &settings, p).await {
+                    Ok(entry) => Ok(entry),
+                    // Dropped while being copied: replaying the oplog from `start` drops it
+                    // again, so the snapshot records it and moves on.
+                    Err(e) if !collection_exists(&client, &db, &name).await? => {
+                        tracing::info!(%ns, error = %e, "collection dropped during the snapshot");
+                        Ok(CollectionEntry {
+                            ns,
+                            kind: "dropped".into(),
+                            options: serde_json::json!({}),
+                            indexes: Vec::new(),
+                            count: 0,
+                            bytes: 0,
+                            parts: Vec::new(),
+                        })
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        })
+        .buffer_unordered(s.parallelism.max(1))
+        .try_collect()
+        .await?;
+    collections.sort_by(|a, b| a.ns.cmp(&b.ns));
+
+    let end = source.majority_point().await?;
+    let manifest = SnapshotManifest {
+        id: id.to_string(),
+        source: s.source.clone(),
+        start,
+        end,
+        started: started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        finished: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        collections,
+        reason: s.reason.clone(),
+    };
+    manifest.store(&repo).await?;
+    tracing::info!(
+        snapshot = %manifest.id,
+        %end,
+        collections = manifest.collections.len(),
+        documents = manifest.documents(),
+        bytes = manifest.bytes(),
+        "snapshot complete"
+    );
+    Ok(manifest)
+}
+
+async fn copy_collection(
+    repo: &Repository,
+    client: &mongodb::Client,
+    id: &str,
+    s: &SnapshotSettings,
+    p: Planned,
+) -> Result<CollectionEntry, CaptureError> {
+    let ns = format!("{}.{}", p.db, p.name);
+    let db = client.database(&p.db);
+    let mut indexes = Vec::new();
+    let mut entry_count = 0;
+    let mut entry_bytes = 0;
+    let mut parts = Vec::new();
+    if p.kind == "collection" {
+        let mut cursor = db
+            .run_cursor_command(doc! {"listIndexes": &p.name})
+            .await
+            .map_err(src)?;
+        while let Some(spec) = cursor.try_next().await.map_err(src)? {
+            indexes.push(Bson::Document(spec).into_canonical_extjson());
+        }
+        let coll = db.collection::<RawDocumentBuf>(&p.name);
+        let mut docs = coll
+            .find(doc! {})
+            .read_concern(ReadConcern::majority())
+            .batch_size(2000)
+            .await
+            .map_err(src)?;
+        let mut batch: Vec<Vec<u8>> = Vec::new();
+        let mut batch_bytes = 0u64;
+        while let Some(d) = docs.try_next().await.map_err(src)? {
+            let raw = d.into_bytes();
+            batch_bytes += raw.len() as u64;
+            batch.push(raw);
+            if batch_bytes >= s.max_segment_bytes {
+                entry_count += batch.len() as u64;
+                entry_bytes += batch_bytes;
+                parts.push(
+                    store_part(
+                        repo,
+                        id,
+                        s,
+                        &ns,
+                        parts.len() as u32,
+                        std::mem::take(&mut batch),
+                    )
+                    .await?,
+                );
+                batch_bytes = 0;
+            }
+        }
+        if !batch.is_empty() || parts.is_empty() {
+            entry_count += batch.len() as u64;
+            entry_bytes += batch_bytes;
+            parts.push(store_part(repo, id, s, &ns, parts.len() as u32, batch).await?);
+        }
+    }
+    tracing::debug!(%ns, documents = entry_count, parts = parts.len(), "collection copied");
+    Ok(CollectionEntry {
+        ns,
+        kind: p.kind,
+        options: Bson::Document(p.options).into_canonical_extjson(),
+        indexes,
+        count: entry_count,
+        bytes: entry_bytes,
+        parts,
+    })
+}
+
+async fn collection_exists(
+    client: &mongodb::Client,
+    db: &str,
+    name: &str,
+) -> Result<bool, CaptureError> {
+    let names = client
+        .database(db)
+        .list_collection_names()
+        .filter(doc! {"name": name})
+        .await
+        .map_err(src)?;
+    Ok(!names.is_empty())
+}
+
+async fn store_part(
+    repo: &Repository,
+    id: &str,
+    s: &SnapshotSettings,
+    ns: &str,
+    part: u32,
+    records: Vec<Vec<u8>>,
+) -> Result<String, CaptureError> {
+    let key = snapshot_data_key(&s.source, id, ns, part);
+    let mut spec = SegmentSpec::new(
+        StreamKind::SnapshotData,
+        &key,
+        &s.source,
+        serde_json::json!({"snapshot": id, "ns": ns, "part": part}),
+    );
+    spec.level = s.zstd_level;
+    spec.writer = s.writer.clone();
+    repo.put_segment(spec, records).await?;
+    Ok(key)
+}
+
+/// When snapshots are taken by a running agent.
+#[derive(Debug, Clone)]
+pub struct SnapshotPlan {
+    pub settings: SnapshotSettings,
+    pub schedule: Option<mc_core::policy::CronSchedule>,
+}
+
+/// Takes snapshots while `stop` is false: at once if the source has none yet, on the schedule,
+/// and at once after a timeline gap (restorable time resumes only from a new snapshot).
+pub async fn run_schedule(
+    repo: Repository,
+    source: OplogSource,
+    plan: SnapshotPlan,
+    metrics: Arc<crate::metrics::Metrics>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut seen_gaps = 0;
+    let mut due_now = match mc_core::catalog::list_snapshots(&repo, &plan.settings.source).await {
+        Ok(list) => list.is_empty().then_some("first"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list snapshots; taking one now");
+            Some("first")
+        }
+    };
+    loop {
+        let reason = match due_now.take() {
+            Some(r) => r,
+            None => {
+                let next = plan
+                    .schedule
+                    .as_ref()
+                    .and_then(|s| s.next_after(chrono::Utc::now()));
+                let wait = next
+                    .map(|n| (n - chrono::Utc::now()).to_std().unwrap_or_default())
+                    .unwrap_or(std::time::Duration::MAX);
+                let poll = std::time::Duration::from_secs(1).min(wait);
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(poll) => {
+                        let gaps = metrics.gaps.load(Relaxed);
+                        if gaps > seen_gaps {
+                            seen_gaps = gaps;
+                            "gap"
+                        } else if poll == wait {
+                            "schedule"
+                        } else {
+                            continue;
+                        }
+                    }
+                }
+            }
+        };
+        if *stop.borrow() {
+            return;
+        }
+        let mut settings = plan.settings.clone();
+        settings.reason = reason.into();
+        let t0 = std::time::Instant::now();
+        match take(&repo, &source, &settings).await {
+            Ok(_) => {
+                metrics.snapshots_taken.fetch_add(1, Relaxed);
+                metrics
+                    .last_snapshot_ms
+                    .store(chrono::Utc::now().timestamp_millis(), Relaxed);
+                metrics
+                    .last_snapshot_duration_ms
+                    .store(t0.elapsed().as_millis() as u64, Relaxed);
+            }
+            Err(e) => {
+                metrics.snapshot_errors.fetch_add(1, Relaxed);
+                tracing::error!(error = %e, reason, "snapshot failed; the next attempt follows the schedule");
+            }
+        }
+        seen_gaps = seen_gaps.max(metrics.gaps.load(Relaxed));
+    }
+}
+
+fn src(e: mongodb::error::Error) -> CaptureError {
+    CaptureError::Source(e.to_string())
+}

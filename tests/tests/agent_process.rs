@@ -1,0 +1,234 @@
+//! The `mc-agent run` process as operators run it: started from a policy file, stopped with
+//! SIGTERM (must exit 0 having flushed) and killed with SIGKILL, five times each, while a
+//! workload writes. Afterwards the repository's timeline is one run whose entries are exactly
+//! the oplog's, each once, in order. Also checks the HTTP endpoints it serves.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use mc_agent::capture::oplog::{to_bson_ts, to_ts, OplogSource};
+use mc_core::catalog::{Catalog, Repository, Timeline};
+use mc_core::format::{OplogTs, StreamKind};
+use mc_core::storage::local::LocalDir;
+use mc_tests::*;
+use mongodb::bson::{doc, RawDocumentBuf};
+use tokio::sync::watch;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_policy(dir: &Path, source_id: &str, port: u16) -> std::path::PathBuf {
+    let policy = format!(
+        r#"version: 1
+name: process-test
+source:
+  id: {source_id}
+  mongodb:
+    uri: {{ env: MC_TEST_MONGODB_URI }}
+repository:
+  url: {repo}
+  keyring: {{ file: {keyring} }}
+  spool_dir: {spool}
+objectives:
+  rpo: 15m
+  rto: 4h
+capture:
+  seal_interval: 300ms
+  max_segment_bytes: 64KiB
+snapshots:
+  schedule: "0 0 2 * * *"
+retention:
+  keep_daily: 1
+http:
+  listen: 127.0.0.1:{port}
+"#,
+        repo = dir.join("repo").display(),
+        keyring = dir.join("keyring").display(),
+        spool = dir.join("spool").display(),
+    );
+    let path = dir.join("policy.yaml");
+    std::fs::write(&path, policy).unwrap();
+    path
+}
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+fn newest_durable(port: u16) -> Option<OplogTs> {
+    let (_, body) = http_get(port, "/status")?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let ts = v["capture"]["newest_durable_ts"].as_str()?;
+    let (t, i) = ts.split_once('.')?;
+    Some(OplogTs::new(t.parse().ok()?, i.parse().ok()?))
+}
+
+fn start_agent(policy: &Path, log: &Path) -> Child {
+    Command::new(workspace_bin("mc-agent"))
+        .args(["run", "--policy"])
+        .arg(policy)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start mc-agent")
+}
+
+async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < limit, "{what} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_and_sigkill_restarts_keep_the_timeline_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let source_id = unique_db("proc").replace('_', "-");
+    let port = free_port();
+    let policy = write_policy(dir.path(), &source_id, port);
+    let keyring = mc_core::crypto::keys::create_keyring_file(&dir.path().join("keyring")).unwrap();
+    let log = dir.path().join("agent.log");
+    let source = OplogSource::connect(&mongodb_uri()).await.unwrap();
+
+    let client = mongo_client().await;
+    let db = unique_db("proc");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let coll = client
+        .database(&db)
+        .collection::<mongodb::bson::Document>("c");
+    let writer = tokio::spawn(async move {
+        let mut i = 0i64;
+        while !*stop_rx.borrow() {
+            coll.insert_one(doc! {"_id": i, "pad": "y".repeat(100)})
+                .await
+                .unwrap();
+            coll.update_one(doc! {"_id": i / 2}, doc! {"$inc": {"n": 1}})
+                .await
+                .unwrap();
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+
+    for round in 0..10 {
+        let mut agent = start_agent(&policy, &log);
+        wait_for("readyz", Duration::from_secs(30), || {
+            http_get(port, "/readyz").is_some_and(|(code, _)| code == 200)
+        })
+        .await;
+        let target = source.majority_point().await.unwrap();
+        wait_for("durable progress", Duration::from_secs(30), || {
+            newest_durable(port).is_some_and(|ts| ts >= target)
+        })
+        .await;
+        if round == 0 {
+            let (code, metrics) = http_get(port, "/metrics").unwrap();
+            assert_eq!(code, 200);
+            assert!(
+                metrics.contains(&format!("mc_rpo_seconds{{source=\"{source_id}\"}}")),
+                "{metrics}"
+            );
+            assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
+        }
+        if round % 2 == 0 {
+            let pid = agent.id().to_string();
+            assert!(Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success());
+            let status = agent.wait().unwrap();
+            assert_eq!(
+                status.code(),
+                Some(0),
+                "graceful stop exits 0; log: {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        } else {
+            agent.kill().unwrap(); // SIGKILL
+            agent.wait().unwrap();
+        }
+    }
+
+    stop_tx.send(true).unwrap();
+    writer.await.unwrap();
+    let end = source.majority_point().await.unwrap();
+    let mut agent = start_agent(&policy, &log);
+    wait_for("final catch-up", Duration::from_secs(30), || {
+        newest_durable(port).is_some_and(|ts| ts >= end)
+    })
+    .await;
+    Command::new("kill")
+        .args(["-TERM", &agent.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(agent.wait().unwrap().code(), Some(0));
+
+    let repo = Repository::new(
+        std::sync::Arc::new(LocalDir::new(dir.path().join("repo")).unwrap()),
+        keyring,
+    );
+    let catalog = Catalog::load(&repo, &source_id, StreamKind::Oplog)
+        .await
+        .unwrap();
+    let timeline = Timeline::build(&catalog.segments);
+    assert_eq!(timeline.runs.len(), 1, "{timeline:?}");
+    let run = &timeline.runs[0];
+    assert!(run.end >= end);
+    let mut captured = Vec::new();
+    for key in &run.segments {
+        captured.extend(repo.read_segment(key).await.unwrap().1);
+    }
+    let expected: Vec<Vec<u8>> = client
+        .database("local")
+        .collection::<RawDocumentBuf>("oplog.rs")
+        .find(doc! {"ts": {"$gte": to_bson_ts(run.start), "$lte": to_bson_ts(run.end)}})
+        .sort(doc! {"$natural": 1})
+        .await
+        .unwrap()
+        .map_ok(|d| d.into_bytes())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(captured.len(), expected.len());
+    assert!(
+        captured == expected,
+        "captured entries differ from the oplog"
+    );
+    let ts: Vec<OplogTs> = captured
+        .iter()
+        .map(|r| {
+            to_ts(
+                RawDocumentBuf::from_bytes(r.clone())
+                    .unwrap()
+                    .get_timestamp("ts")
+                    .unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        ts.windows(2).all(|w| w[0] < w[1]),
+        "strictly increasing, no duplicate"
+    );
+    client.database(&db).drop().await.unwrap();
+}
