@@ -192,6 +192,9 @@ mongo_up() {
 }
 
 # --- SeaweedFS (S3) ------------------------------------------------------------------------------
+# Every bucket is a SeaweedFS collection with volumes of its own, and `weed mini` allows only ~50
+# volumes by default: tests create a bucket each, so raise the limit (volumes are sparse files,
+# not preallocated) or writes start failing with "failed to find writable volumes".
 
 s3_up() {
   local dir=$WORK/seaweedfs pidfile=$WORK/seaweedfs/weed.pid
@@ -203,7 +206,8 @@ EOF
   setsid "$VENV/bin/weed" mini -dir="$dir" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port=19333 -volume.port=19340 \
     -filer.port=18888 -s3.port=$S3_PORT -s3.port.iceberg=0 -s3.port.lance=0 -webdav=false -admin.ui=false \
     -master.telemetry=false -s3.config="$dir/s3.json" -s3.allowDeleteBucketNotEmpty=false \
-    -s3.autoCreateBucket=false >"$dir/weed.log" 2>&1 </dev/null &
+    -s3.autoCreateBucket=false -volume.max=2000 -master.volumeSizeLimitMB=64 \
+    >"$dir/weed.log" 2>&1 </dev/null &
   echo $! > "$pidfile"
   wait_for "seaweedfs s3 on 127.0.0.1:$S3_PORT" 60 s3_answers || die "SeaweedFS did not answer on port $S3_PORT; see $dir/weed.log"
 }

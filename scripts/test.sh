@@ -8,6 +8,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/services.sh up
 eval "$(scripts/services.sh env)"
 
+# Integration tests run the real binaries (mc-agent, mc-restore, mc-loadgen) from target/debug.
+cargo build --workspace --bins --quiet
 cargo test --workspace --doc --quiet
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"

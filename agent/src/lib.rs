@@ -11,5 +11,6 @@ pub mod capture;
 pub mod http;
 pub mod lease;
 pub mod metrics;
+pub mod retention;
 pub mod snapshot;
 pub mod supervisor;

@@ -37,6 +37,14 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         policy: std::path::PathBuf,
     },
+    /// Apply the policy's retention now (or show what it would delete with --dry-run).
+    Prune {
+        #[arg(long, value_name = "FILE")]
+        policy: std::path::PathBuf,
+        /// Print the decisions, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Take a base snapshot now (outside the policy's schedule).
     Snapshot {
         #[arg(long, value_name = "FILE")]
@@ -62,6 +70,17 @@ enum Command {
     Version,
 }
 
+/// The policy's retention rules in the library's terms.
+fn keep_rules(policy: &mc_core::policy::Policy) -> mc_core::catalog::retention::KeepRules {
+    let r = &policy.retention;
+    mc_core::catalog::retention::KeepRules {
+        daily: r.keep_daily,
+        weekly: r.keep_weekly,
+        monthly: r.keep_monthly,
+        pitr_window: r.pitr_window,
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let cli: Cli = mc_core::cli::parse_or_exit();
@@ -72,6 +91,7 @@ async fn main() {
             shutdown_timeout,
         } => commands::run::run(&policy, shutdown_timeout).await,
         Command::Check { policy } => commands::check::run(&policy),
+        Command::Prune { policy, dry_run } => commands::prune::run(&policy, dry_run).await,
         Command::Snapshot { policy } => commands::snapshot::run(&policy).await,
         Command::Status { policy, json } => commands::status::run(&policy, json).await,
         Command::Init { repo } => commands::init::run(&repo).await,

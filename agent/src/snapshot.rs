@@ -253,6 +253,8 @@ async fn store_part(
 pub struct SnapshotPlan {
     pub settings: SnapshotSettings,
     pub schedule: Option<mc_core::policy::CronSchedule>,
+    /// Retention applied after each successful snapshot; `None` keeps everything.
+    pub retention: Option<mc_core::catalog::retention::KeepRules>,
 }
 
 /// Takes snapshots while `stop` is false: at once if the source has none yet, on the schedule,

@@ -8,6 +8,8 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub mod mongod;
+
 /// The hint printed whenever a service variable is missing.
 pub const SERVICES_HINT: &str =
     "start the test services and export their addresses: scripts/services.sh up && eval \"$(scripts/services.sh env)\" (or run scripts/test.sh, which does both)";

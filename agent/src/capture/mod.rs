@@ -117,11 +117,24 @@ pub async fn run(
     let mut tick = tokio::time::interval(settings.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut backoff = Duration::from_millis(200);
+    // The member the pending entries came from: only its commit point may release them.
+    let mut last_node: Option<OplogSource> = None;
     'connect: while !*shutdown.borrow() {
         let from = match resume {
             StartPoint::After(ts) | StartPoint::From(ts) => ts,
         };
-        let mut cursor = match source.tail_from(from).await {
+        // One member for both the entries and the commit point (see `oplog`'s module comment).
+        let node = match source.primary_node().await {
+            Ok(n) => {
+                last_node = Some(n.clone());
+                n
+            }
+            Err(e) => {
+                reconnect_wait(&metrics, &e, &mut backoff, &mut shutdown).await;
+                continue 'connect;
+            }
+        };
+        let mut cursor = match node.tail_from(from).await {
             Ok(c) => c,
             Err(e) => {
                 reconnect_wait(&metrics, &e, &mut backoff, &mut shutdown).await;
@@ -139,8 +152,19 @@ pub async fn run(
                 biased;
                 _ = shutdown.changed() => break 'connect,
                 _ = tick.tick() => {
-                    match source.majority_point().await {
-                        Ok(m) => { batcher.set_majority(m); metrics.set_majority(m); }
+                    match node.node_state().await {
+                        Ok(state) if !state.primary => {
+                            // Deposed: what it has beyond its commit point may be rolled back.
+                            // Cut only what it has committed, then follow the new primary.
+                            batcher.set_majority(state.majority);
+                            while let Some(batch) = batcher.next_batch(Instant::now(), true) {
+                                resume = StartPoint::After(batch.last());
+                                if tx.send(batch).await.is_err() { break 'connect; }
+                            }
+                            tracing::warn!("the member capture reads from is no longer primary; following the new primary");
+                            break;
+                        }
+                        Ok(state) => { batcher.set_majority(state.majority); metrics.set_majority(state.majority); }
                         Err(e) => tracing::warn!(error = %e, "cannot read the majority commit point"),
                     }
                     while let Some(batch) = batcher.next_batch(Instant::now(), false) {
@@ -185,9 +209,11 @@ pub async fn run(
     }
     metrics.capturing.store(0, Relaxed);
 
-    // Shutdown: seal what the majority has, then let the sink finish.
-    if let Ok(m) = source.majority_point().await {
-        batcher.set_majority(m);
+    // Shutdown: seal what the member's majority has, then let the sink finish.
+    if let Some(node) = &last_node {
+        if let Ok(state) = node.node_state().await {
+            batcher.set_majority(state.majority);
+        }
     }
     while let Some(batch) = batcher.next_batch(Instant::now(), true) {
         if tx.send(batch).await.is_err() {

@@ -1,5 +1,12 @@
 //! The oplog source: reads `local.oplog.rs` of a replica set with a tailable-await cursor,
-//! entries kept as raw BSON, and asks the set for its majority commit point.
+//! entries kept as raw BSON, and asks for the majority commit point.
+//!
+//! Capture reads from one member at a time, through a direct connection to the current primary
+//! ([`OplogSource::primary_node`]), and asks *that same member* for its commit point. A member
+//! only advances its commit point along its own history, so entries of a deposed primary that
+//! the majority never had stay above its commit point until they are rolled back; asking the
+//! set's new primary instead would release them, because bare timestamps from two histories
+//! compare as if they were one.
 
 use std::time::Duration;
 
@@ -31,6 +38,18 @@ pub fn to_bson_ts(t: OplogTs) -> Timestamp {
 #[derive(Debug, Clone)]
 pub struct OplogSource {
     client: Client,
+    /// The parsed URI, to open direct connections to single members with the same credentials
+    /// and TLS settings.
+    options: mongodb::options::ClientOptions,
+}
+
+/// What one member says of itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeState {
+    /// This member's majority commit point.
+    pub majority: OplogTs,
+    /// Whether it is the writable primary.
+    pub primary: bool,
 }
 
 impl OplogSource {
@@ -40,9 +59,46 @@ impl OplogSource {
             .await
             .map_err(|e| CaptureError::Source(format!("invalid MongoDB URI: {e}")))?;
         options.app_name = Some("mc-agent".into());
-        let client =
-            Client::with_options(options).map_err(|e| CaptureError::Source(e.to_string()))?;
-        Ok(Self { client })
+        let client = Client::with_options(options.clone())
+            .map_err(|e| CaptureError::Source(e.to_string()))?;
+        Ok(Self { client, options })
+    }
+
+    /// A source reading only from the current primary, over a direct connection.
+    pub async fn primary_node(&self) -> Result<OplogSource, CaptureError> {
+        let hello = self
+            .client
+            .database("admin")
+            .run_command(doc! {"hello": 1})
+            .await
+            .map_err(source_err)?;
+        let primary = hello
+            .get_str("primary")
+            .map_err(|_| CaptureError::Source("the replica set has no primary right now".into()))?;
+        let address = mongodb::options::ServerAddress::parse(primary)
+            .map_err(|e| CaptureError::Source(format!("primary address {primary:?}: {e}")))?;
+        let mut options = self.options.clone();
+        options.hosts = vec![address];
+        options.direct_connection = Some(true);
+        options.repl_set_name = None;
+        let client = Client::with_options(options.clone()).map_err(source_err)?;
+        tracing::debug!(%primary, "reading the oplog from the primary");
+        Ok(Self { client, options })
+    }
+
+    /// This member's commit point and role (for a source from [`OplogSource::primary_node`]).
+    pub async fn node_state(&self) -> Result<NodeState, CaptureError> {
+        let hello = self
+            .client
+            .database("admin")
+            .run_command(doc! {"hello": 1})
+            .await
+            .map_err(source_err)?;
+        let majority = majority_of(&hello)?;
+        Ok(NodeState {
+            majority,
+            primary: hello.get_bool("isWritablePrimary").unwrap_or(false),
+        })
     }
 
     pub fn client(&self) -> &Client {
@@ -61,17 +117,7 @@ impl OplogSource {
             .run_command(doc! {"hello": 1})
             .await
             .map_err(source_err)?;
-        let ts = hello
-            .get_document("lastWrite")
-            .and_then(|w| w.get_document("majorityOpTime"))
-            .and_then(|o| o.get_timestamp("ts"))
-            .map_err(|_| {
-                CaptureError::Source(
-                    "the server reports no majority commit point (hello.lastWrite.majorityOpTime); is it a replica set member?"
-                        .into(),
-                )
-            })?;
-        Ok(to_ts(ts))
+        majority_of(&hello)
     }
 
     /// Whether the oplog still holds the entry with timestamp `ts`.
@@ -130,6 +176,20 @@ impl OplogCursor {
             None => Ok(None),
         }
     }
+}
+
+fn majority_of(hello: &mongodb::bson::Document) -> Result<OplogTs, CaptureError> {
+    let ts = hello
+        .get_document("lastWrite")
+        .and_then(|w| w.get_document("majorityOpTime"))
+        .and_then(|o| o.get_timestamp("ts"))
+        .map_err(|_| {
+            CaptureError::Source(
+                "the server reports no majority commit point (hello.lastWrite.majorityOpTime); is it a replica set member?"
+                    .into(),
+            )
+        })?;
+    Ok(to_ts(ts))
 }
 
 /// Reads `ts` and `wall` from a raw entry, keeping its bytes as they are.

@@ -82,6 +82,7 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
             databases: None,
         },
         schedule: Some(policy.snapshots.schedule.clone()),
+        retention: Some(crate::keep_rules(&policy)),
     };
     let metrics = Arc::new(Metrics::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -5,6 +5,7 @@
 
 pub mod index;
 pub mod names;
+pub mod retention;
 pub mod snapshots;
 pub mod timeline;
 pub mod verify;
