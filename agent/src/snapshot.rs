@@ -174,31 +174,47 @@ async fn copy_collection(
             .map_err(src)?;
         let mut batch: Vec<Vec<u8>> = Vec::new();
         let mut batch_bytes = 0u64;
-        while let Some(d) = docs.try_next().await.map_err(src)? {
-            let raw = d.into_bytes();
-            batch_bytes += raw.len() as u64;
-            batch.push(raw);
-            if batch_bytes >= s.max_segment_bytes {
+        // Sealing a part overlaps with reading the next: one part in flight at most, so memory
+        // stays at two parts.
+        let mut in_flight: Option<tokio::task::JoinHandle<Result<String, CaptureError>>> = None;
+        let mut next_part = 0u32;
+        loop {
+            let next = docs.try_next().await.map_err(src)?;
+            let done = next.is_none();
+            if let Some(d) = next {
+                let raw = d.into_bytes();
+                batch_bytes += raw.len() as u64;
+                batch.push(raw);
+            }
+            let cut = batch_bytes >= s.max_segment_bytes
+                || (done && (!batch.is_empty() || next_part == 0));
+            if cut {
+                if let Some(task) = in_flight.take() {
+                    parts.push(
+                        task.await
+                            .map_err(|e| CaptureError::Source(e.to_string()))??,
+                    );
+                }
                 entry_count += batch.len() as u64;
                 entry_bytes += batch_bytes;
-                parts.push(
-                    store_part(
-                        repo,
-                        id,
-                        s,
-                        &ns,
-                        parts.len() as u32,
-                        std::mem::take(&mut batch),
-                    )
-                    .await?,
-                );
+                let (repo, id, s, ns) = (repo.clone(), id.to_owned(), s.clone(), ns.clone());
+                let records = std::mem::take(&mut batch);
+                let part = next_part;
+                in_flight = Some(tokio::spawn(async move {
+                    store_part(&repo, &id, &s, &ns, part, records).await
+                }));
+                next_part += 1;
                 batch_bytes = 0;
             }
+            if done {
+                break;
+            }
         }
-        if !batch.is_empty() || parts.is_empty() {
-            entry_count += batch.len() as u64;
-            entry_bytes += batch_bytes;
-            parts.push(store_part(repo, id, s, &ns, parts.len() as u32, batch).await?);
+        if let Some(task) = in_flight.take() {
+            parts.push(
+                task.await
+                    .map_err(|e| CaptureError::Source(e.to_string()))??,
+            );
         }
     }
     tracing::debug!(%ns, documents = entry_count, parts = parts.len(), "collection copied");

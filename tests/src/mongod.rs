@@ -29,8 +29,10 @@
 //! instead of waiting out the freeze. `electionTimeoutMillis` is lowered (2 s by default) so that
 //! a killed primary is replaced quickly too. Two things to know when testing against elections:
 //!
-//! - A step-down does not kill reads (since 4.2): a tailable cursor on the oplog stays open on
-//!   the deposed primary, which goes on serving the new primary's entries as a secondary.
+//! - A step-down need not end reads (since 4.2 it kills writes): a tailable cursor on the oplog
+//!   may stay open on the deposed primary, which goes on serving the new primary's entries as
+//!   a secondary (seen with `$currentOp` after a step-down; `tests/failover.rs` has the trap
+//!   this sets).
 //! - A newly elected primary's `hello` has no `lastWrite.majorityOpTime` until an entry of its
 //!   own term is majority-committed; [`PrivateReplSet::majority_point`] waits for it.
 

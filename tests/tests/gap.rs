@@ -3,7 +3,8 @@
 //! It must see that it cannot continue the timeline, count one gap, and start a new run at the
 //! oldest entry the oplog still has: the repository's timeline then has two runs and one gap
 //! between exactly the old durable end and the new run's first entry, and the new run is not
-//! chained to the old one (`prev` is `None`).
+//! chained to the old one (`prev` is `None`). Right after the gap the agent takes a new base
+//! snapshot, so restorable time resumes.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -12,9 +13,11 @@ use std::time::{Duration, Instant};
 use mc_agent::capture::batcher::CutRules;
 use mc_agent::capture::oplog::{to_ts, OplogSource};
 use mc_agent::capture::upload::UploadSettings;
-use mc_agent::capture::{self, CaptureSettings};
+use mc_agent::capture::CaptureSettings;
 use mc_agent::metrics::Metrics;
-use mc_core::catalog::{Catalog, Repository, Timeline};
+use mc_agent::snapshot::{SnapshotPlan, SnapshotSettings};
+use mc_agent::supervisor::{self, AgentParts};
+use mc_core::catalog::{list_snapshots, Catalog, Repository, Timeline};
 use mc_core::crypto::{Keyring, SecretKey};
 use mc_core::format::{OplogTs, StreamKind, WriterInfo};
 use mc_core::storage::local::LocalDir;
@@ -56,24 +59,54 @@ async fn wait_durable(metrics: &Metrics, ts: OplogTs) {
     .unwrap_or_else(|_| panic!("capture did not make {ts} durable within 30 s"));
 }
 
-/// Runs capture until the set's current majority point is durable, then stops it gracefully.
+/// Runs the agent (capture plus unscheduled snapshots: one at once when the source has none, one
+/// after a gap) until the set's current majority point is durable and `snapshots` snapshots are
+/// done, then stops it gracefully.
 async fn capture_once(
     repo: &Repository,
     set: &PrivateReplSet,
     source_id: &str,
     dir: &std::path::Path,
+    snapshots: u64,
 ) -> Arc<Metrics> {
     let source = OplogSource::connect(&set.uri()).await.unwrap();
     let metrics = Arc::new(Metrics::default());
     let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(capture::run(
-        repo.clone(),
+    let plan = SnapshotPlan {
+        settings: SnapshotSettings {
+            source: source_id.into(),
+            parallelism: 2,
+            max_segment_bytes: 1 << 20,
+            zstd_level: 1,
+            writer: WriterInfo {
+                id: "test".into(),
+                fence: 0,
+            },
+            reason: String::new(),
+            databases: None,
+        },
+        schedule: None,
+        retention: None,
+    };
+    let parts = AgentParts {
+        repo: repo.clone(),
         source,
-        settings(source_id, dir),
-        metrics.clone(),
-        rx,
-    ));
+        capture: settings(source_id, dir),
+        snapshots: Some(plan),
+        lease: None,
+        holder: "test".into(),
+        metrics: metrics.clone(),
+    };
+    let task = tokio::spawn(supervisor::run(parts, rx));
     wait_durable(&metrics, to_ts(set.majority_point(0).await)).await;
+    let t0 = Instant::now();
+    while metrics.snapshots_taken.load(Relaxed) < snapshots {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{snapshots} snapshot(s) within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     tx.send(true).unwrap();
     task.await.unwrap().expect("graceful stop");
     metrics
@@ -103,7 +136,7 @@ async fn oplog_rolled_over_while_stopped_is_one_recorded_gap() {
             .await
             .unwrap();
     }
-    let first = capture_once(&repo, &set, &source_id, dir.path()).await;
+    let first = capture_once(&repo, &set, &source_id, dir.path(), 1).await;
     assert_eq!(first.gaps.load(Relaxed), 0);
     let catalog = Catalog::load(&repo, &source_id, StreamKind::Oplog)
         .await
@@ -139,7 +172,7 @@ async fn oplog_rolled_over_while_stopped_is_one_recorded_gap() {
     );
 
     // 3. Capture again, with fresh metrics, until it makes progress.
-    let second = capture_once(&repo, &set, &source_id, dir.path()).await;
+    let second = capture_once(&repo, &set, &source_id, dir.path(), 1).await;
     assert_eq!(second.gaps.load(Relaxed), 1, "exactly one gap is counted");
 
     // The timeline: the old run, a gap from its end to the new run's start, the new run.
@@ -176,8 +209,16 @@ async fn oplog_rolled_over_while_stopped_is_one_recorded_gap() {
         "the new run is not chained to the old one"
     );
 
-    // TODO(snapshots, issue 4): after a gap the agent should take a new base snapshot at once,
-    // so that restorable time resumes; assert that here once snapshots are built.
+    // Restorable time resumes: right after the gap the agent took a new base snapshot, whose
+    // start lies in the new run (so replay from it is possible).
+    let snapshots = list_snapshots(&repo, &source_id).await.unwrap();
+    assert_eq!(snapshots.len(), 2, "{snapshots:?}");
+    let after_gap = &snapshots[1];
+    assert_eq!(after_gap.reason, "gap");
+    assert!(
+        after_gap.start >= new_run.start && after_gap.end <= new_run.end,
+        "{after_gap:?} in {new_run:?}"
+    );
     eprintln!(
         "gap {} → {}; total {:?}",
         gap.after,

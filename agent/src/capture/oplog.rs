@@ -185,7 +185,7 @@ fn majority_of(hello: &mongodb::bson::Document) -> Result<OplogTs, CaptureError>
         .and_then(|o| o.get_timestamp("ts"))
         .map_err(|_| {
             CaptureError::Source(
-                "the server reports no majority commit point (hello.lastWrite.majorityOpTime); is it a replica set member?"
+                "the member reports no majority commit point yet (hello.lastWrite.majorityOpTime: a new primary has none until a write of its term commits; a standalone mongod never has one, capture needs a replica set member)"
                     .into(),
             )
         })?;
