@@ -166,6 +166,24 @@ impl Metrics {
             c(&self.capturing),
         );
         metric(
+            "mc_lease_held",
+            "gauge",
+            "1 while this agent holds the capture lease (always 1 without a lease).",
+            c(&self.lease_held),
+        );
+        metric(
+            "mc_lease_fence",
+            "gauge",
+            "Fencing token of this agent's current or last lease.",
+            c(&self.lease_fence),
+        );
+        metric(
+            "mc_lease_acquisitions_total",
+            "counter",
+            "Times this agent acquired the capture lease (fast growth means flapping).",
+            c(&self.lease_acquisitions),
+        );
+        metric(
             "mc_snapshots_total",
             "counter",
             "Base snapshots completed.",

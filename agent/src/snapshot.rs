@@ -334,6 +334,14 @@ pub async fn run_schedule(
                 metrics
                     .last_snapshot_duration_ms
                     .store(t0.elapsed().as_millis() as u64, Relaxed);
+                // Retention runs right after a snapshot: the new one may let older ones go.
+                if let Some(rules) = plan.retention {
+                    if let Err(e) =
+                        crate::retention::prune(&repo, &plan.settings.source, rules, false).await
+                    {
+                        tracing::error!(error = %e, "retention failed; nothing a kept restore point needs was deleted; retried after the next snapshot");
+                    }
+                }
             }
             Err(e) => {
                 metrics.snapshot_errors.fetch_add(1, Relaxed);

@@ -230,5 +230,33 @@ async fn sigterm_and_sigkill_restarts_keep_the_timeline_exact() {
         ts.windows(2).all(|w| w[0] < w[1]),
         "strictly increasing, no duplicate"
     );
+
+    // The operator's view of the same repository.
+    let run_cmd = |args: &[&str]| {
+        let out = Command::new(workspace_bin("mc-agent"))
+            .args(args)
+            .arg("--policy")
+            .arg(&policy)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let status = run_cmd(&["status"]);
+    assert!(status.contains(&format!("source {source_id}")), "{status}");
+    assert!(
+        status.contains("continuous") && !status.contains("GAP"),
+        "{status}"
+    );
+    assert!(
+        status.contains("snapshots: 1 (newest"),
+        "the agent took its first snapshot: {status}"
+    );
+    assert!(status.contains("restorable"), "{status}");
+    let prune = run_cmd(&["prune", "--dry-run"]);
+    assert!(
+        prune.contains("keep ") && prune.contains("newest"),
+        "{prune}"
+    );
     client.database(&db).drop().await.unwrap();
 }

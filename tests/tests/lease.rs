@@ -134,6 +134,17 @@ async fn exactly_one_captures_and_a_standby_takes_over() {
     })
     .await;
     let first_fence = holder.metrics.lease_fence.load(Relaxed);
+    let text = holder.metrics.render(&source_id);
+    assert!(
+        text.contains(&format!("mc_lease_held{{source=\"{source_id}\"}} 1")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "mc_lease_fence{{source=\"{source_id}\"}} {first_fence}"
+        )),
+        "{text}"
+    );
 
     // Kill the holder without releasing: the standby takes over within TTL plus one poll.
     holder.task.abort();

@@ -84,9 +84,26 @@ pub async fn run(policy_path: &Path, json: bool) -> anyhow::Result<()> {
         }
         None => println!("  nothing captured yet"),
     }
-    println!(
-        "  base snapshots: not taken yet (scheduled snapshots are not implemented in this build)"
-    );
+    match snapshots.last() {
+        Some(last) => println!(
+            "  snapshots: {} (newest {} finished {}, {} documents, {} bytes)",
+            snapshots.len(),
+            last.id,
+            last.finished,
+            last.documents(),
+            last.bytes()
+        ),
+        None => {
+            println!("  snapshots: none yet: nothing is restorable until the first one completes")
+        }
+    }
+    for (id, from, to) in &windows {
+        println!(
+            "  restorable {} .. {} from snapshot {id}",
+            fmt_ts(*from),
+            fmt_ts(*to)
+        );
+    }
     Ok(())
 }
 
