@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub mod agent;
 pub mod mongod;
 
 /// The hint printed whenever a service variable is missing.

@@ -5,54 +5,19 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::TryStreamExt;
-use mc_agent::capture::batcher::CutRules;
 use mc_agent::capture::oplog::{to_bson_ts, OplogSource};
-use mc_agent::capture::upload::UploadSettings;
-use mc_agent::capture::{self, CaptureSettings};
+use mc_agent::capture::{self};
 use mc_agent::metrics::Metrics;
 use mc_core::catalog::{Catalog, Repository, Timeline};
 use mc_core::crypto::{Keyring, SecretKey};
-use mc_core::format::{OplogTs, StreamKind, WriterInfo};
+use mc_core::format::StreamKind;
 use mc_core::storage::local::LocalDir;
+use mc_tests::agent::{capture_settings, wait_durable};
 use mc_tests::*;
 use mongodb::bson::{doc, RawDocumentBuf};
 use tokio::sync::watch;
-
-fn settings(source: &str, spool: &std::path::Path) -> CaptureSettings {
-    CaptureSettings {
-        rules: CutRules {
-            max_bytes: 64 * 1024,
-            seal_interval: Duration::from_millis(200),
-        },
-        upload: UploadSettings {
-            source: source.into(),
-            writer: WriterInfo {
-                id: "test".into(),
-                fence: 0,
-            },
-            zstd_level: 3,
-            concurrency: 3,
-            spool_over: 8 << 20,
-            spool_dir: spool.to_owned(),
-        },
-        tick: Duration::from_millis(50),
-    }
-}
-
-/// Waits until the newest durable entry is at or after `ts` (a condition, not a sleep).
-async fn wait_durable(metrics: &Metrics, ts: OplogTs) {
-    let target = (u64::from(ts.t) << 32) | u64::from(ts.i);
-    tokio::time::timeout(Duration::from_secs(60), async {
-        while metrics.durable_ts.load(Relaxed) < target {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("capture makes the entry durable within 60 s");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_and_crashes_lose_and_repeat_nothing() {
@@ -99,7 +64,7 @@ async fn restarts_and_crashes_lose_and_repeat_nothing() {
         let task = tokio::spawn(capture::run(
             repo.clone(),
             source.clone(),
-            settings(&source_id, dir.path()),
+            capture_settings(&source_id, dir.path()),
             metrics.clone(),
             rx,
         ));
@@ -126,7 +91,7 @@ async fn restarts_and_crashes_lose_and_repeat_nothing() {
     let task = tokio::spawn(capture::run(
         repo.clone(),
         source.clone(),
-        settings(&source_id, dir.path()),
+        capture_settings(&source_id, dir.path()),
         metrics.clone(),
         rx,
     ));

@@ -11,57 +11,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
-use mc_agent::capture::batcher::CutRules;
 use mc_agent::capture::oplog::{parse_entry, to_bson_ts, to_ts, OplogSource};
-use mc_agent::capture::upload::UploadSettings;
-use mc_agent::capture::{self, CaptureSettings};
+use mc_agent::capture::{self};
 use mc_agent::metrics::Metrics;
 use mc_core::catalog::{Catalog, Repository, Timeline};
 use mc_core::crypto::{Keyring, SecretKey};
-use mc_core::format::{OplogTs, StreamKind, WriterInfo};
+use mc_core::format::{OplogTs, StreamKind};
 use mc_core::storage::local::LocalDir;
+use mc_tests::agent::{capture_settings, pack, wait_durable};
 use mc_tests::mongod::{PrivateReplSet, ReplSetConfig};
 use mc_tests::*;
 use mongodb::bson::{doc, Document, RawDocumentBuf};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{CollectionOptions, WriteConcern};
 use tokio::sync::watch;
-
-fn settings(source: &str, spool: &std::path::Path) -> CaptureSettings {
-    CaptureSettings {
-        rules: CutRules {
-            max_bytes: 64 * 1024,
-            seal_interval: Duration::from_millis(200),
-        },
-        upload: UploadSettings {
-            source: source.into(),
-            writer: WriterInfo {
-                id: "test".into(),
-                fence: 0,
-            },
-            zstd_level: 3,
-            concurrency: 3,
-            spool_over: 8 << 20,
-            spool_dir: spool.to_owned(),
-        },
-        tick: Duration::from_millis(50),
-    }
-}
-
-fn pack(ts: OplogTs) -> u64 {
-    (u64::from(ts.t) << 32) | u64::from(ts.i)
-}
-
-/// Waits until the newest durable entry is at or after `ts` (a condition, not a sleep).
-async fn wait_durable(metrics: &Metrics, ts: OplogTs) {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while metrics.durable_ts.load(Relaxed) < pack(ts) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("capture did not make {ts} durable within 30 s"));
-}
 
 /// What the writer shares with the test while it runs.
 #[derive(Default)]
@@ -168,7 +131,7 @@ async fn capture_follows_three_elections_without_gap_or_loss() {
     let capture = tokio::spawn(capture::run(
         repo.clone(),
         source.clone(),
-        settings(&source_id, dir.path()),
+        capture_settings(&source_id, dir.path()),
         metrics.clone(),
         shutdown_rx,
     ));
@@ -384,7 +347,7 @@ async fn rolled_back_entries_of_a_deposed_primary_are_never_captured() {
     let capture = tokio::spawn(capture::run(
         repo.clone(),
         source.clone(),
-        settings(&source_id, dir.path()),
+        capture_settings(&source_id, dir.path()),
         metrics.clone(),
         shutdown_rx,
     ));

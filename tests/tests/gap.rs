@@ -10,54 +10,19 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mc_agent::capture::batcher::CutRules;
 use mc_agent::capture::oplog::{to_ts, OplogSource};
-use mc_agent::capture::upload::UploadSettings;
-use mc_agent::capture::CaptureSettings;
 use mc_agent::metrics::Metrics;
 use mc_agent::snapshot::{SnapshotPlan, SnapshotSettings};
 use mc_agent::supervisor::{self, AgentParts};
 use mc_core::catalog::{list_snapshots, Catalog, Repository, Timeline};
 use mc_core::crypto::{Keyring, SecretKey};
-use mc_core::format::{OplogTs, StreamKind, WriterInfo};
+use mc_core::format::{StreamKind, WriterInfo};
 use mc_core::storage::local::LocalDir;
+use mc_tests::agent::{capture_settings, wait_durable};
 use mc_tests::mongod::PrivateReplSet;
 use mc_tests::*;
 use mongodb::bson::{doc, Document};
 use tokio::sync::watch;
-
-fn settings(source: &str, spool: &std::path::Path) -> CaptureSettings {
-    CaptureSettings {
-        rules: CutRules {
-            max_bytes: 256 * 1024,
-            seal_interval: Duration::from_millis(200),
-        },
-        upload: UploadSettings {
-            source: source.into(),
-            writer: WriterInfo {
-                id: "test".into(),
-                fence: 0,
-            },
-            zstd_level: 3,
-            concurrency: 3,
-            spool_over: 8 << 20,
-            spool_dir: spool.to_owned(),
-        },
-        tick: Duration::from_millis(50),
-    }
-}
-
-/// Waits until the newest durable entry is at or after `ts` (a condition, not a sleep).
-async fn wait_durable(metrics: &Metrics, ts: OplogTs) {
-    let target = (u64::from(ts.t) << 32) | u64::from(ts.i);
-    tokio::time::timeout(Duration::from_secs(30), async {
-        while metrics.durable_ts.load(Relaxed) < target {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("capture did not make {ts} durable within 30 s"));
-}
 
 /// Runs the agent (capture plus unscheduled snapshots: one at once when the source has none, one
 /// after a gap) until the set's current majority point is durable and `snapshots` snapshots are
@@ -91,7 +56,7 @@ async fn capture_once(
     let parts = AgentParts {
         repo: repo.clone(),
         source,
-        capture: settings(source_id, dir),
+        capture: capture_settings(source_id, dir),
         snapshots: Some(plan),
         lease: None,
         holder: "test".into(),

@@ -1,0 +1,52 @@
+//! Helpers for tests that run the agent's capture in-process: settings sized for tests (small
+//! segments, short seal interval, fast ticks) and waiting on durability as a condition.
+
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use mc_agent::capture::batcher::CutRules;
+use mc_agent::capture::upload::UploadSettings;
+use mc_agent::capture::CaptureSettings;
+use mc_agent::metrics::Metrics;
+use mc_core::format::{OplogTs, WriterInfo};
+
+/// Capture settings for tests: 64 KiB segments sealed at least every 200 ms, the majority polled
+/// every 50 ms, spool files under `spool`.
+pub fn capture_settings(source: &str, spool: &Path) -> CaptureSettings {
+    CaptureSettings {
+        rules: CutRules {
+            max_bytes: 64 * 1024,
+            seal_interval: Duration::from_millis(200),
+        },
+        upload: UploadSettings {
+            source: source.into(),
+            writer: WriterInfo {
+                id: "test".into(),
+                fence: 0,
+            },
+            zstd_level: 3,
+            concurrency: 3,
+            spool_over: 8 << 20,
+            spool_dir: spool.to_owned(),
+        },
+        tick: Duration::from_millis(50),
+    }
+}
+
+/// An oplog timestamp packed as the metrics store it.
+pub fn pack(ts: OplogTs) -> u64 {
+    (u64::from(ts.t) << 32) | u64::from(ts.i)
+}
+
+/// Waits until the newest durable entry is at or after `ts` (a condition, not a sleep); fails the
+/// test after 60 s.
+pub async fn wait_durable(metrics: &Metrics, ts: OplogTs) {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while metrics.durable_ts.load(Relaxed) < pack(ts) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("capture did not make {ts} durable within 60 s"));
+}
