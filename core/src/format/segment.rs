@@ -17,6 +17,9 @@ use crate::crypto::stream::{
     MAX_FRAME_SIZE, NONCE_PREFIX_LEN,
 };
 
+/// Largest zstd window a reader accepts (2^23 = 8 MiB; what levels 1-19 use at most).
+const MAX_WINDOW_LOG: u32 = 23;
+
 /// Largest record accepted (MongoDB documents are at most 16 MiB; oplog entries a little more).
 pub const MAX_RECORD_LEN: usize = 64 * 1024 * 1024;
 
@@ -384,6 +387,14 @@ impl<R: Read> SegmentReader<R> {
                 source,
             })?
             .single_frame();
+        // Bound the decoder's window as docs/format.md promises: levels 1-19 never need more
+        // than 2^23 bytes, and a larger declared window is refused instead of allocated.
+        let mut zstd = zstd;
+        zstd.window_log_max(MAX_WINDOW_LOG)
+            .map_err(|source| FormatError::Io {
+                name: name.clone(),
+                source,
+            })?;
         Ok(Self {
             header,
             zstd: Some(zstd),
@@ -421,9 +432,14 @@ impl<R: Read> SegmentReader<R> {
                 len,
             });
         }
+        // Grow the buffer only as bytes arrive: a lying length costs nothing until it is backed
+        // by data (found by fuzzing).
         buf.clear();
-        buf.resize(len, 0);
-        let got = read_full(zstd, buf).map_err(|e| stream_error(name, e))?;
+        let got = zstd
+            .by_ref()
+            .take(len as u64)
+            .read_to_end(buf)
+            .map_err(|e| stream_error(name, e))?;
         if got < len {
             return Err(corrupt(name, "record stream ends inside a record"));
         }
