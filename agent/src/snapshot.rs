@@ -157,7 +157,7 @@ async fn copy_collection(
     let mut entry_count = 0;
     let mut entry_bytes = 0;
     let mut parts = Vec::new();
-    if p.kind == "collection" {
+    if p.kind == "collection" || p.kind == "timeseries" {
         let mut cursor = db
             .run_cursor_command(doc! {"listIndexes": &p.name})
             .await
@@ -165,7 +165,14 @@ async fn copy_collection(
         while let Some(spec) = cursor.try_next().await.map_err(src)? {
             indexes.push(Bson::Document(spec).into_canonical_extjson());
         }
-        let coll = db.collection::<RawDocumentBuf>(&p.name);
+        // A time-series collection's data lives in its buckets collection; copying the buckets
+        // as they are (like mongodump) keeps the measurements exact.
+        let data = if p.kind == "timeseries" {
+            format!("system.buckets.{}", p.name)
+        } else {
+            p.name.clone()
+        };
+        let coll = db.collection::<RawDocumentBuf>(&data);
         let mut docs = coll
             .find(doc! {})
             .read_concern(ReadConcern::majority())

@@ -62,6 +62,22 @@ async fn snapshot_copies_documents_options_views_and_indexes() {
         .insert_one(doc! {"name": "Zoé"})
         .await
         .unwrap();
+    db.create_collection("metrics")
+        .timeseries(
+            mongodb::options::TimeseriesOptions::builder()
+                .time_field("at".to_string())
+                .meta_field(Some("host".to_string()))
+                .build(),
+        )
+        .await
+        .unwrap();
+    let now = mongodb::bson::DateTime::now();
+    for (i, host) in ["a", "a", "b"].iter().enumerate() {
+        db.collection::<Document>("metrics")
+            .insert_one(doc! {"at": now, "host": *host, "cpu": i as i32})
+            .await
+            .unwrap();
+    }
     db.create_collection("active_users")
         .view_on("users".to_string())
         .pipeline(vec![doc! {"$match": {"_id": {"$lt": 10}}}])
@@ -101,7 +117,26 @@ async fn snapshot_copies_documents_options_views_and_indexes() {
             .unwrap_or_else(|| panic!("{name} in {:?}", manifest.collections))
             .clone()
     };
-    assert_eq!(manifest.collections.len(), 4, "{:?}", manifest.collections);
+    assert_eq!(manifest.collections.len(), 5, "{:?}", manifest.collections);
+    // Time-series data is kept as its buckets: one per host here, holding all 3 measurements.
+    let ts = entry("metrics");
+    assert_eq!(ts.kind, "timeseries");
+    assert_eq!(ts.options["timeseries"]["timeField"], "at");
+    assert_eq!(ts.count, 2, "two buckets (hosts a and b)");
+    let mut measurements = 0;
+    for part in &ts.parts {
+        for bucket in repo.read_segment(part).await.unwrap().1 {
+            let b = RawDocumentBuf::from_bytes(bucket).unwrap();
+            measurements += b
+                .get_document("data")
+                .unwrap()
+                .get_document("cpu")
+                .unwrap()
+                .into_iter()
+                .count();
+        }
+    }
+    assert_eq!(measurements, 3);
 
     let u = entry("users");
     assert_eq!((u.kind.as_str(), u.count), ("collection", 3000));
