@@ -129,3 +129,81 @@ impl RepoOpts {
             .with_context(|| format!("opening repository {url}"))
     }
 }
+
+/// Which repository and source a reading command works on: a policy file (what `mc-agent run`
+/// uses: repository, keyring and source in one), or a repository URL and keyring given apart.
+#[derive(Debug, Clone, Args)]
+pub struct SourceOpts {
+    /// Backup policy naming the repository, keyring and source (as `mc-agent run --policy`).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["repo", "keyring", "keyring_env"])]
+    pub policy: Option<std::path::PathBuf>,
+
+    /// Repository location instead of a policy: a path, file:///path, or s3://bucket/prefix?…
+    #[arg(long, env = "MC_REPO", value_name = "URL")]
+    pub repo: Option<String>,
+
+    /// Keyring file (with --repo).
+    #[arg(
+        long,
+        env = "MC_KEYRING_FILE",
+        value_name = "FILE",
+        conflicts_with = "keyring_env"
+    )]
+    pub keyring: Option<std::path::PathBuf>,
+
+    /// Environment variable holding the keyring (with --repo).
+    #[arg(long, value_name = "VAR")]
+    pub keyring_env: Option<String>,
+
+    /// Source id in the repository (default: the policy's, or the repository's only source).
+    #[arg(long, value_name = "ID")]
+    pub source: Option<String>,
+}
+
+impl SourceOpts {
+    /// Opens the repository and names the source to read.
+    pub async fn open(&self) -> anyhow::Result<(crate::catalog::Repository, String)> {
+        use anyhow::Context;
+        let (repo, policy_source) = match (&self.policy, &self.repo) {
+            (Some(path), _) => {
+                let policy = crate::policy::Policy::load(path)?;
+                let url = policy.repository_url()?;
+                let repo = crate::catalog::Repository::open(&url, policy.keyring()?, false)
+                    .await
+                    .with_context(|| format!("opening repository {url}"))?;
+                (repo, Some(policy.source.id.clone()))
+            }
+            (None, Some(repo)) => {
+                let opts = RepoOpts {
+                    repo: repo.clone(),
+                    keyring: self.keyring.clone(),
+                    keyring_env: self.keyring_env.clone(),
+                };
+                (opts.open(false).await?, None)
+            }
+            (None, None) => anyhow::bail!(
+                "no repository given: pass --policy FILE, or --repo URL with --keyring FILE"
+            ),
+        };
+        let source = match (&self.source, policy_source) {
+            (Some(s), _) => s.clone(),
+            (None, Some(s)) => s,
+            (None, None) => {
+                let sources = crate::catalog::list_sources(&repo).await?;
+                match sources.as_slice() {
+                    [only] => only.clone(),
+                    [] => anyhow::bail!(
+                        "repository {} holds no source yet (has an agent written to it?)",
+                        repo.store().describe()
+                    ),
+                    many => anyhow::bail!(
+                        "repository {} holds several sources ({}): pass --source ID",
+                        repo.store().describe(),
+                        many.join(", ")
+                    ),
+                }
+            }
+        };
+        Ok((repo, source))
+    }
+}

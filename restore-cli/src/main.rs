@@ -1,5 +1,5 @@
-//! `mc-restore`: the operators' restore CLI. A thin binary over `mc-core`; each subcommand lives
-//! in `commands/` and does its work through the library.
+//! `mc-restore`: the operators' restore CLI. A thin binary over its library (`lib.rs`) and
+//! `mc-core`; each subcommand lives in `commands/`.
 //!
 //! Exit codes: 0 success, 1 error (could not do the job), 2 bad command line, 3 verification
 //! found damaged or missing data.
@@ -7,22 +7,43 @@
 mod commands;
 
 use clap::{Parser, Subcommand};
-use mc_core::cli::{GlobalOpts, RepoOpts};
+use mc_core::cli::{GlobalOpts, RepoOpts, SourceOpts};
 
 /// mc-backup's restore CLI: restores MongoDB to a point in time and resets Kafka consumer groups
 /// to the offsets of that moment; runs timed, verified recovery drills.
+///
+/// Restore: mc-restore --at <TIME> --target <MONGODB-URI> --policy FILE [--ns 'db.*'] [--drop]
 #[derive(Debug, Parser)]
-#[command(name = "mc-restore", version, about, long_about = None, arg_required_else_help = true)]
+#[command(
+    name = "mc-restore",
+    version,
+    about,
+    long_about = None,
+    arg_required_else_help = true,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
     #[command(flatten)]
     global: GlobalOpts,
 
+    #[command(flatten)]
+    restore: commands::restore::RestoreArgs,
+
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Snapshots, restorable windows, gaps and the newest restorable time of a source.
+    List {
+        #[command(flatten)]
+        source: SourceOpts,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check every object of the repository: checksum, every frame, the key. Exit 3 on damage.
     Verify {
         #[command(flatten)]
@@ -46,11 +67,15 @@ async fn main() {
     let cli: Cli = mc_core::cli::parse_or_exit();
     cli.global.init_logging();
     let result = match cli.command {
-        Command::Verify { repo, source, json } => {
+        None => commands::restore::run(cli.restore).await,
+        Some(Command::List { source, json }) => {
+            commands::list::run(&source, json).await.map(|()| 0)
+        }
+        Some(Command::Verify { repo, source, json }) => {
             commands::verify::run(&repo, source.as_deref(), json).await
         }
-        Command::Catalog(cmd) => commands::catalog::run(cmd).await.map(|()| 0),
-        Command::Version => {
+        Some(Command::Catalog(cmd)) => commands::catalog::run(cmd).await.map(|()| 0),
+        Some(Command::Version) => {
             println!(
                 "mc-restore {} (repository format {}, segment format {})",
                 env!("CARGO_PKG_VERSION"),

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub mod agent;
 pub mod mongod;
+pub mod restore;
 
 /// The hint printed whenever a service variable is missing.
 pub const SERVICES_HINT: &str =

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use mc_core::catalog::{list_snapshots, Catalog, Repository, Timeline};
+use mc_core::catalog::{list_snapshots, restorable_windows, Catalog, Repository, Timeline};
 use mc_core::format::StreamKind;
 use mc_core::policy::Policy;
 
@@ -22,13 +22,9 @@ pub async fn run(policy_path: &Path, json: bool) -> anyhow::Result<()> {
     let lag = timeline.newest().map(|ts| now - i64::from(ts.t));
     let bytes: u64 = catalog.segments.iter().map(|s| s.size).sum();
     let snapshots = list_snapshots(&repo, source).await?;
-    // A snapshot is restorable from its end through the end of the run that covers its start.
-    let windows: Vec<(String, u32, u32)> = snapshots
-        .iter()
-        .filter_map(|s| {
-            let run = timeline.run_containing(s.start)?;
-            (run.end >= s.end).then(|| (s.id.clone(), s.end.t, run.end.t))
-        })
+    let windows: Vec<(String, u32, u32)> = restorable_windows(&snapshots, &timeline)
+        .into_iter()
+        .map(|w| (w.snapshot, w.from.t, w.to.t))
         .collect();
     if json {
         let out = serde_json::json!({

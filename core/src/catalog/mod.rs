@@ -25,7 +25,9 @@ use crate::format::{
 use crate::storage::{ObjectStore, PutSource, RepoUrl, StorageError};
 
 pub use index::{Catalog, SegmentEntry};
-pub use snapshots::{list_snapshots, CollectionEntry, SnapshotManifest};
+pub use snapshots::{
+    list_snapshots, restorable_windows, CollectionEntry, RestorableWindow, SnapshotManifest,
+};
 pub use timeline::{Gap, Run, Timeline};
 pub use verify::{verify, ObjectReport, Verdict, VerifyReport};
 
@@ -321,4 +323,19 @@ pub async fn read_header(store: &dyn ObjectStore, key: &str) -> Result<SegmentHe
         }
         Err(e) => Err(bad(e.to_string())),
     }
+}
+
+/// The source ids that have objects in the repository, sorted. Lists every object under
+/// `sources/`, so it costs one listing of the repository.
+pub async fn list_sources(repo: &Repository) -> Result<Vec<String>, RepoError> {
+    let mut sources: Vec<String> = repo
+        .store()
+        .list("sources/")
+        .await?
+        .into_iter()
+        .filter_map(|o| o.key.split('/').nth(1).map(str::to_owned))
+        .collect();
+    sources.sort();
+    sources.dedup();
+    Ok(sources)
 }

@@ -109,3 +109,31 @@ pub async fn list_snapshots(
     manifests.sort_by(|a, b| (a.end, &a.id).cmp(&(b.end, &b.id)));
     Ok(manifests)
 }
+
+/// A continuous range of restorable time: from a snapshot's `end` through the end of the
+/// timeline run that covers the snapshot's `start`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RestorableWindow {
+    pub snapshot: String,
+    pub from: OplogTs,
+    pub to: OplogTs,
+}
+
+/// The restorable windows of a source, oldest snapshot first. Windows of several snapshots
+/// overlap; a snapshot whose start no run covers (or whose run ends before it does) gives none.
+pub fn restorable_windows(
+    snapshots: &[SnapshotManifest],
+    timeline: &super::Timeline,
+) -> Vec<RestorableWindow> {
+    snapshots
+        .iter()
+        .filter_map(|s| {
+            let run = timeline.run_containing(s.start)?;
+            (run.end >= s.end).then(|| RestorableWindow {
+                snapshot: s.id.clone(),
+                from: s.end,
+                to: run.end,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,70 @@
+//! `mc-restore list`: what a source can be restored to: snapshots, restorable windows, gaps in
+//! the oplog timeline, and the newest restorable time.
+
+use mc_core::catalog::{list_snapshots, restorable_windows, Catalog, Timeline};
+use mc_core::cli::SourceOpts;
+use mc_core::format::StreamKind;
+use mc_restore::point::format_ts;
+
+pub async fn run(opts: &SourceOpts, json: bool) -> anyhow::Result<()> {
+    let (repo, source) = opts.open().await?;
+    let catalog = Catalog::load(&repo, &source, StreamKind::Oplog).await?;
+    let timeline = Timeline::build(&catalog.segments);
+    let snapshots = list_snapshots(&repo, &source).await?;
+    let windows = restorable_windows(&snapshots, &timeline);
+    let newest = windows.iter().map(|w| w.to).max();
+    if json {
+        let out = serde_json::json!({
+            "source": source,
+            "repository": repo.store().describe(),
+            "snapshots": snapshots.iter().map(|s| serde_json::json!({
+                "id": s.id, "start": s.start, "end": s.end, "started": s.started,
+                "finished": s.finished, "collections": s.collections.len(),
+                "documents": s.documents(), "bytes": s.bytes(), "reason": s.reason,
+            })).collect::<Vec<_>>(),
+            "windows": windows,
+            "gaps": timeline.gaps,
+            "newest_restorable": newest,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("source {source} in {}", repo.store().describe());
+    println!("snapshots ({}):", snapshots.len());
+    for s in &snapshots {
+        println!(
+            "  {}  {} .. {}  {} collections, {} documents, {} bytes ({})",
+            s.id,
+            s.started,
+            s.finished,
+            s.collections.len(),
+            s.documents(),
+            s.bytes(),
+            s.reason
+        );
+    }
+    println!("restorable windows ({}):", windows.len());
+    for w in &windows {
+        println!(
+            "  {} .. {}  from snapshot {}",
+            format_ts(w.from),
+            format_ts(w.to),
+            w.snapshot
+        );
+    }
+    if !timeline.gaps.is_empty() {
+        println!("gaps in the oplog timeline ({}):", timeline.gaps.len());
+        for g in &timeline.gaps {
+            println!(
+                "  after {} before {}",
+                format_ts(g.after),
+                format_ts(g.before)
+            );
+        }
+    }
+    match newest {
+        Some(ts) => println!("newest restorable point: {}", format_ts(ts)),
+        None => println!("nothing is restorable yet: no snapshot is covered by captured oplog"),
+    }
+    Ok(())
+}

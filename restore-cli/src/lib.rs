@@ -1,0 +1,21 @@
+//! # mc-restore's library: point-in-time restore of MongoDB from an mc-backup repository
+//!
+//! The binary (`main.rs`, `commands/`) parses arguments and prints; the work is here, in the
+//! order a restore runs:
+//!
+//! - [`point`]: what `--at` means, and the exact rule for which oplog entries are included.
+//! - [`namespaces`]: the scope (`--ns`, `--exclude-ns`) and renaming (`--ns-from/--ns-to`).
+//! - [`plan`]: the `RestorePlan` (snapshot, segments, collections), decided before anything is
+//!   written, so `--dry-run` shows exactly what a real run does.
+//! - [`target`]: the target's safety check (refuse data in the way unless `--drop`).
+//! - [`load`]: the snapshot's collections, documents and indexes into the target.
+//! - [`replay`]: the oplog from the snapshot's start through the cut.
+//! - [`restore`]: the phases together, with timings, as one `RestoreSummary`.
+
+pub mod load;
+pub mod namespaces;
+pub mod plan;
+pub mod point;
+pub mod replay;
+pub mod restore;
+pub mod target;

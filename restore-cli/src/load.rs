@@ -1,0 +1,277 @@
+//! Loading a snapshot into the target: collections created with their options, documents
+//! inserted as the raw BSON the snapshot stored (unordered batches, several collections and
+//! parts at once), indexes built after the data, views last.
+//!
+//! Memory stays bounded: each part streams from storage through a small channel of batches.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use mc_core::catalog::Repository;
+use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
+use mongodb::Client;
+use tokio::sync::mpsc;
+
+use crate::namespaces::is_buckets;
+use crate::plan::{PlannedCollection, RestorePlan};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Repo(#[from] mc_core::catalog::RepoError),
+    #[error("{what} on the target failed: {source}")]
+    Target {
+        what: String,
+        #[source]
+        source: mongodb::error::Error,
+    },
+    #[error("snapshot {snapshot}: {ns}: {detail}")]
+    Snapshot {
+        snapshot: String,
+        ns: String,
+        detail: String,
+    },
+}
+
+/// How the load runs.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadSettings {
+    /// Collections loaded at once.
+    pub collections: usize,
+    /// Parts of one collection loaded at once.
+    pub parts: usize,
+    /// Documents per insert batch (the driver splits further at 48 MB).
+    pub batch_docs: usize,
+}
+
+impl Default for LoadSettings {
+    fn default() -> Self {
+        Self {
+            collections: 4,
+            parts: 2,
+            batch_docs: 1000,
+        }
+    }
+}
+
+/// What the load did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct LoadStats {
+    pub collections: u64,
+    pub views: u64,
+    pub documents: u64,
+    pub bytes: u64,
+    pub indexes: u64,
+}
+
+/// Shared progress counters (documents and bytes inserted so far).
+#[derive(Debug, Default)]
+pub struct LoadProgress {
+    pub documents: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+/// Loads the plan's collections into `target`.
+pub async fn load(
+    repo: &Repository,
+    target: &Client,
+    plan: &RestorePlan,
+    settings: LoadSettings,
+    progress: Arc<LoadProgress>,
+) -> Result<LoadStats, LoadError> {
+    let (views, data): (Vec<_>, Vec<_>) = plan
+        .collections
+        .iter()
+        .cloned()
+        .partition(|c| c.entry.kind == "view");
+    let snapshot = plan.snapshot.id.clone();
+    let loaded: Vec<(u64, u64, u64)> = futures::stream::iter(data)
+        .map(|c| {
+            let (repo, target, progress, snapshot) = (
+                repo.clone(),
+                target.clone(),
+                progress.clone(),
+                snapshot.clone(),
+            );
+            async move { load_collection(&repo, &target, &snapshot, c, settings, progress).await }
+        })
+        .buffer_unordered(settings.collections.max(1))
+        .try_collect()
+        .await?;
+    let mut stats = LoadStats {
+        collections: loaded.len() as u64,
+        ..LoadStats::default()
+    };
+    for (docs, bytes, indexes) in loaded {
+        stats.documents += docs;
+        stats.bytes += bytes;
+        stats.indexes += indexes;
+    }
+    for v in views {
+        create(target, &snapshot, &v).await?;
+        stats.views += 1;
+    }
+    Ok(stats)
+}
+
+/// Creates one collection (or view) with its options.
+async fn create(target: &Client, snapshot: &str, c: &PlannedCollection) -> Result<(), LoadError> {
+    let (db, name) = split(&c.target_ns);
+    let options = ext_json_doc(&c.entry.options).map_err(|detail| LoadError::Snapshot {
+        snapshot: snapshot.to_owned(),
+        ns: c.entry.ns.clone(),
+        detail: format!("collection options: {detail}"),
+    })?;
+    let mut cmd = doc! {"create": name};
+    for (k, v) in options {
+        cmd.insert(k, v);
+    }
+    target
+        .database(db)
+        .run_command(cmd)
+        .await
+        .map(|_| ())
+        .map_err(|source| LoadError::Target {
+            what: format!("creating {} {}", c.entry.kind, c.target_ns),
+            source,
+        })
+}
+
+async fn load_collection(
+    repo: &Repository,
+    target: &Client,
+    snapshot: &str,
+    c: PlannedCollection,
+    settings: LoadSettings,
+    progress: Arc<LoadProgress>,
+) -> Result<(u64, u64, u64), LoadError> {
+    create(target, snapshot, &c).await?;
+    let (db, name) = split(&c.target_ns);
+    // A time-series collection's documents are its buckets.
+    let data_name = if c.entry.kind == "timeseries" && !is_buckets(&c.target_ns) {
+        format!("system.buckets.{name}")
+    } else {
+        name.to_owned()
+    };
+    let coll = target.database(db).collection::<RawDocumentBuf>(&data_name);
+    let ns = c.target_ns.clone();
+    let parts: Vec<(u64, u64)> = futures::stream::iter(c.entry.parts.clone())
+        .map(|part| {
+            let (repo, coll, progress, ns) =
+                (repo.clone(), coll.clone(), progress.clone(), ns.clone());
+            async move {
+                let batch_docs = settings.batch_docs.max(1);
+                let (tx, mut rx) = mpsc::channel::<RawDocumentBuf>(2 * batch_docs);
+                let reader = repo.scan_segment(&part, move |rec| {
+                    let doc = RawDocumentBuf::from_bytes(rec.to_vec())
+                        .map_err(|e| format!("record is not BSON: {e}"))?;
+                    tx.blocking_send(doc)
+                        .map_err(|_| "load stopped".to_string())
+                });
+                // Owns the receiver: if inserting fails, the reader sees a closed channel and stops.
+                let insert = async move {
+                    let (mut docs, mut bytes) = (0u64, 0u64);
+                    loop {
+                        let mut batch = Vec::with_capacity(batch_docs);
+                        while batch.len() < batch_docs {
+                            let room = batch_docs - batch.len();
+                            if rx.recv_many(&mut batch, room).await == 0 {
+                                break;
+                            }
+                        }
+                        if batch.is_empty() {
+                            break;
+                        }
+                        let n = batch.len() as u64;
+                        let b: u64 = batch.iter().map(|d| d.as_bytes().len() as u64).sum();
+                        coll.insert_many(batch)
+                            .ordered(false)
+                            .await
+                            .map_err(|source| LoadError::Target {
+                                what: format!("inserting into {ns}"),
+                                source,
+                            })?;
+                        docs += n;
+                        bytes += b;
+                        progress.documents.fetch_add(n, Relaxed);
+                        progress.bytes.fetch_add(b, Relaxed);
+                    }
+                    Ok::<_, LoadError>((docs, bytes))
+                };
+                let (read, inserted) = tokio::join!(reader, insert);
+                let counts = inserted?;
+                read?;
+                Ok::<_, LoadError>(counts)
+            }
+        })
+        .buffer_unordered(settings.parts.max(1))
+        .try_collect()
+        .await?;
+    let (docs, bytes) = parts
+        .iter()
+        .fold((0, 0), |(d, b), (pd, pb)| (d + pd, b + pb));
+    if docs != c.entry.count {
+        return Err(LoadError::Snapshot {
+            snapshot: snapshot.to_owned(),
+            ns: c.entry.ns.clone(),
+            detail: format!(
+                "the manifest records {} documents but its parts hold {docs}",
+                c.entry.count
+            ),
+        });
+    }
+    let indexes = build_indexes(target, snapshot, &c).await?;
+    Ok((docs, bytes, indexes))
+}
+
+/// Builds the snapshot's indexes (all but `_id_`, which `create` made) after the data.
+async fn build_indexes(
+    target: &Client,
+    snapshot: &str,
+    c: &PlannedCollection,
+) -> Result<u64, LoadError> {
+    if c.entry.kind != "collection" {
+        // Time-series indexes are on the buckets and come with the collection; views have none.
+        return Ok(0);
+    }
+    let mut specs = Vec::new();
+    for spec in &c.entry.indexes {
+        let mut spec = ext_json_doc(spec).map_err(|detail| LoadError::Snapshot {
+            snapshot: snapshot.to_owned(),
+            ns: c.entry.ns.clone(),
+            detail: format!("index definition: {detail}"),
+        })?;
+        if spec.get_str("name").ok() == Some("_id_") {
+            continue;
+        }
+        spec.remove("ns");
+        specs.push(spec);
+    }
+    if specs.is_empty() {
+        return Ok(0);
+    }
+    let n = specs.len() as u64;
+    let (db, name) = split(&c.target_ns);
+    target
+        .database(db)
+        .run_command(doc! {"createIndexes": name, "indexes": specs})
+        .await
+        .map_err(|source| LoadError::Target {
+            what: format!("building indexes of {}", c.target_ns),
+            source,
+        })?;
+    Ok(n)
+}
+
+fn split(ns: &str) -> (&str, &str) {
+    ns.split_once('.').unwrap_or((ns, ""))
+}
+
+/// Canonical Extended JSON (as the snapshot stores options and index specs) to a document.
+fn ext_json_doc(value: &serde_json::Value) -> Result<Document, String> {
+    match Bson::try_from(value.clone()).map_err(|e| e.to_string())? {
+        Bson::Document(d) => Ok(d),
+        other => Err(format!("expected a document, found {other}")),
+    }
+}

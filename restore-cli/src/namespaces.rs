@@ -1,0 +1,213 @@
+//! Which namespaces a restore touches (`--ns`, `--exclude-ns`) and under which names it writes
+//! them (`--ns-from`, `--ns-to`).
+//!
+//! Patterns are `db.collection` with `*` matching any run of characters (`shop.*`, `*.users`,
+//! `shop.orders_*`). With no `--ns`, every namespace is in scope except the server's own
+//! databases (`admin`, `local`, `config`), which are never restored.
+
+/// Databases a restore never writes.
+pub const SYSTEM_DATABASES: &[&str] = &["admin", "local", "config"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum NamespaceError {
+    #[error("bad namespace pattern {0:?}: write db.collection, with * for any characters (shop.*, *.users)")]
+    BadPattern(String),
+    #[error("--ns-from {from:?} needs --ns-to (and the other way round); both name a database (shop) or a collection (shop.orders)")]
+    Unpaired { from: String },
+    #[error(
+        "--ns-from {from:?} and --ns-to {to:?} must both name databases or both name collections"
+    )]
+    Mismatched { from: String, to: String },
+    #[error("cannot restore into the server's own database {0:?}")]
+    SystemTarget(String),
+}
+
+/// The scope and renaming of a restore.
+#[derive(Debug, Clone, Default)]
+pub struct NamespaceMap {
+    include: Vec<String>,
+    exclude: Vec<String>,
+    /// (from, to): both databases (no dot) or both full namespaces.
+    rename: Option<(String, String)>,
+}
+
+impl NamespaceMap {
+    pub fn new(
+        include: Vec<String>,
+        exclude: Vec<String>,
+        from: Option<String>,
+        to: Option<String>,
+    ) -> Result<Self, NamespaceError> {
+        for p in include.iter().chain(&exclude) {
+            if p.is_empty() || !p.contains('.') || p.starts_with('.') {
+                return Err(NamespaceError::BadPattern(p.clone()));
+            }
+        }
+        let rename = match (from, to) {
+            (None, None) => None,
+            (Some(from), None) => return Err(NamespaceError::Unpaired { from }),
+            (None, Some(to)) => return Err(NamespaceError::Unpaired { from: to }),
+            (Some(from), Some(to)) => {
+                if from.contains('.') != to.contains('.') || from.is_empty() || to.is_empty() {
+                    return Err(NamespaceError::Mismatched { from, to });
+                }
+                let db = to.split('.').next().unwrap_or_default();
+                if SYSTEM_DATABASES.contains(&db) {
+                    return Err(NamespaceError::SystemTarget(to));
+                }
+                Some((from, to))
+            }
+        };
+        Ok(Self {
+            include,
+            exclude,
+            rename,
+        })
+    }
+
+    /// Whether the source namespace `ns` (`db.collection`) is restored.
+    pub fn in_scope(&self, ns: &str) -> bool {
+        let db = ns.split('.').next().unwrap_or_default();
+        if SYSTEM_DATABASES.contains(&db) || ns.contains(".system.") && !is_buckets(ns) {
+            return false;
+        }
+        let included = self.include.is_empty() || self.include.iter().any(|p| glob(p, ns));
+        included && !self.exclude.iter().any(|p| glob(p, ns))
+    }
+
+    /// Whether any namespace of database `db` can be in scope (for whole-database commands).
+    pub fn db_in_scope(&self, db: &str) -> bool {
+        if SYSTEM_DATABASES.contains(&db) {
+            return false;
+        }
+        self.include.is_empty()
+            || self
+                .include
+                .iter()
+                .any(|p| glob(p.split('.').next().unwrap_or_default(), db))
+    }
+
+    /// The name `ns` is written under on the target.
+    pub fn target(&self, ns: &str) -> String {
+        match &self.rename {
+            Some((from, to)) if !from.contains('.') => match ns.split_once('.') {
+                Some((db, coll)) if db == from => format!("{to}.{coll}"),
+                _ => ns.to_owned(),
+            },
+            Some((from, to)) if ns == from => to.clone(),
+            // A time-series collection's buckets follow it.
+            Some((from, to)) if is_buckets(ns) && buckets_of(ns) == *from => {
+                let (db, coll) = to.split_once('.').unwrap_or((to, ""));
+                format!("{db}.system.buckets.{coll}")
+            }
+            _ => ns.to_owned(),
+        }
+    }
+
+    /// The source name of target namespace `ns`: the inverse of [`NamespaceMap::target`].
+    pub fn source(&self, ns: &str) -> String {
+        match &self.rename {
+            Some((from, to)) if !from.contains('.') => match ns.split_once('.') {
+                Some((db, coll)) if db == to => format!("{from}.{coll}"),
+                _ => ns.to_owned(),
+            },
+            Some((from, to)) if ns == to => from.clone(),
+            _ => ns.to_owned(),
+        }
+    }
+
+    /// The target database of source database `db`.
+    pub fn target_db(&self, db: &str) -> String {
+        match &self.rename {
+            Some((from, to)) if !from.contains('.') && from == db => to.clone(),
+            _ => db.to_owned(),
+        }
+    }
+}
+
+/// `db.system.buckets.x`: the storage of time-series collection `db.x`.
+pub fn is_buckets(ns: &str) -> bool {
+    ns.split_once('.')
+        .is_some_and(|(_, c)| c.starts_with("system.buckets."))
+}
+
+/// `db.x` for `db.system.buckets.x`.
+fn buckets_of(ns: &str) -> String {
+    ns.replacen("system.buckets.", "", 1)
+}
+
+/// `*` matches any run of characters, everything else itself.
+fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || !text[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(at) => rest = &rest[at + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(inc: &[&str], exc: &[&str]) -> NamespaceMap {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect();
+        NamespaceMap::new(v(inc), v(exc), None, None).unwrap()
+    }
+
+    #[test]
+    fn scope_follows_patterns_and_never_takes_system_databases() {
+        let all = map(&[], &[]);
+        assert!(all.in_scope("shop.orders"));
+        assert!(!all.in_scope("admin.system.users"));
+        assert!(!all.in_scope("config.transactions"));
+        assert!(all.in_scope("shop.system.buckets.metrics"));
+        assert!(!all.in_scope("shop.system.views"));
+        let some = map(&["shop.*", "*.users"], &["shop.tmp_*"]);
+        assert!(some.in_scope("shop.orders"));
+        assert!(some.in_scope("crm.users"));
+        assert!(!some.in_scope("crm.leads"));
+        assert!(!some.in_scope("shop.tmp_1"));
+        assert!(some.db_in_scope("shop") && some.db_in_scope("crm"));
+        assert!(!map(&["shop.*"], &[]).db_in_scope("crm"));
+    }
+
+    #[test]
+    fn renames_databases_and_collections() {
+        let db =
+            NamespaceMap::new(vec![], vec![], Some("shop".into()), Some("scratch".into())).unwrap();
+        assert_eq!(db.target("shop.orders"), "scratch.orders");
+        assert_eq!(db.target("shopx.orders"), "shopx.orders");
+        let coll = NamespaceMap::new(
+            vec![],
+            vec![],
+            Some("shop.metrics".into()),
+            Some("lab.m2".into()),
+        )
+        .unwrap();
+        assert_eq!(coll.target("shop.metrics"), "lab.m2");
+        assert_eq!(
+            coll.target("shop.system.buckets.metrics"),
+            "lab.system.buckets.m2"
+        );
+        assert_eq!(coll.target("shop.other"), "shop.other");
+    }
+
+    #[test]
+    fn bad_arguments_are_named() {
+        assert!(NamespaceMap::new(vec!["shop".into()], vec![], None, None).is_err());
+        assert!(NamespaceMap::new(vec![], vec![], Some("a".into()), None).is_err());
+        assert!(NamespaceMap::new(vec![], vec![], Some("a".into()), Some("b.c".into())).is_err());
+        assert!(NamespaceMap::new(vec![], vec![], Some("a".into()), Some("admin".into())).is_err());
+    }
+}

@@ -1,0 +1,261 @@
+//! The `RestorePlan`: everything a restore will do, decided before it touches the target, so
+//! `--dry-run` prints exactly what a real run does.
+//!
+//! Choosing: the newest complete snapshot whose `end` is surely inside the cut, whose `start`
+//! lies in a timeline run that reaches the cut; the oplog segments of that run from the
+//! snapshot's `start` through the cut; the snapshot's collections in scope.
+
+use mc_core::catalog::{
+    list_snapshots, restorable_windows, Catalog, CollectionEntry, RepoError, Repository,
+    RestorableWindow, SegmentEntry, SnapshotManifest, Timeline,
+};
+use mc_core::format::{OplogTs, StreamKind};
+use serde::Serialize;
+
+use crate::namespaces::NamespaceMap;
+use crate::point::{format_ts, Cut, RestorePoint};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error("source {source_id:?} has no complete snapshot in the repository: nothing is restorable until the agent takes one (mc-agent snapshot --policy FILE)")]
+    NoSnapshot { source_id: String },
+    #[error("source {source_id:?} has no snapshot named {id:?}; `mc-restore list` shows them")]
+    UnknownSnapshot { source_id: String, id: String },
+    #[error(
+        "{point} is not restorable for source {source_id:?}: {why}. Restorable windows: {windows}"
+    )]
+    OutsideWindows {
+        source_id: String,
+        point: String,
+        why: String,
+        windows: String,
+    },
+}
+
+/// One collection the restore loads, with the name it gets on the target.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedCollection {
+    pub target_ns: String,
+    #[serde(flatten)]
+    pub entry: CollectionEntry,
+}
+
+/// What a restore does, in order.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestorePlan {
+    pub source: String,
+    /// `--at` as given.
+    pub point: String,
+    pub cut: Cut,
+    pub snapshot: SnapshotManifest,
+    /// Collections loaded from the snapshot, in scope, with their target names.
+    pub collections: Vec<PlannedCollection>,
+    /// Oplog segments to replay, in chain order, covering (snapshot start, cut].
+    pub segments: Vec<SegmentEntry>,
+    /// Replay applies entries after this timestamp (the snapshot's start).
+    pub replay_after: OplogTs,
+    /// Stored bytes to fetch: snapshot parts in scope plus oplog segments.
+    pub fetch_bytes: u64,
+    /// Oplog entries in the chosen segments (an upper bound on what is replayed).
+    pub ops_upper_bound: u64,
+}
+
+impl RestorePlan {
+    /// Plans a restore of `source` to `point`.
+    pub async fn build(
+        repo: &Repository,
+        source: &str,
+        point: RestorePoint,
+        snapshot_id: Option<&str>,
+        namespaces: &NamespaceMap,
+    ) -> Result<RestorePlan, PlanError> {
+        let catalog = Catalog::load(repo, source, StreamKind::Oplog).await?;
+        let timeline = Timeline::build(&catalog.segments);
+        let snapshots = list_snapshots(repo, source).await?;
+        if snapshots.is_empty() {
+            return Err(PlanError::NoSnapshot {
+                source_id: source.to_owned(),
+            });
+        }
+        let windows = restorable_windows(&snapshots, &timeline);
+        let newest = windows.iter().map(|w| w.to).max();
+        let outside = |why: String| PlanError::OutsideWindows {
+            source_id: source.to_owned(),
+            point: point.to_string(),
+            why,
+            windows: describe_windows(&windows),
+        };
+        let Some(newest) = newest else {
+            return Err(outside(
+                "no snapshot is covered by captured oplog yet (the agent must capture past a snapshot's end)".into(),
+            ));
+        };
+        let cut = Cut::of(point, newest);
+
+        // A snapshot ending in T's own second may or may not be before T (milliseconds decide,
+        // and only replay sees them): such a window is used only when no other is, and replay
+        // checks it.
+        let usable = |w: &RestorableWindow| w.from <= cut.bound && w.to >= cut.needs_through();
+        let surely = |w: &RestorableWindow| w.from <= cut.surely_included();
+        let window = match snapshot_id {
+            Some(id) => {
+                if !snapshots.iter().any(|s| s.id == id) {
+                    return Err(PlanError::UnknownSnapshot {
+                        source_id: source.to_owned(),
+                        id: id.to_owned(),
+                    });
+                }
+                windows
+                    .iter()
+                    .find(|w| w.snapshot == id && usable(w))
+                    .ok_or_else(|| outside(format!("snapshot {id} cannot reach it")))?
+            }
+            None => windows
+                .iter()
+                .filter(|w| usable(w))
+                .max_by_key(|w| (surely(w), w.from))
+                .ok_or_else(|| outside(why_not(&cut, &windows)))?,
+        };
+        let snapshot = snapshots
+            .iter()
+            .find(|s| s.id == window.snapshot)
+            .cloned()
+            .ok_or_else(|| outside("its snapshot vanished while planning".into()))?;
+
+        let run = timeline
+            .run_containing(snapshot.start)
+            .ok_or_else(|| outside("the snapshot's start is in no run".into()))?;
+        let by_key: std::collections::HashMap<&str, &SegmentEntry> = catalog
+            .segments
+            .iter()
+            .map(|s| (s.key.as_str(), s))
+            .collect();
+        let segments: Vec<SegmentEntry> = run
+            .segments
+            .iter()
+            .filter_map(|k| by_key.get(k.as_str()).copied())
+            .filter(|s| {
+                s.oplog_range()
+                    .is_some_and(|r| r.last > snapshot.start && r.first <= cut.bound)
+            })
+            .cloned()
+            .collect();
+
+        let collections: Vec<PlannedCollection> = snapshot
+            .collections
+            .iter()
+            .filter(|c| c.kind != "dropped" && namespaces.in_scope(&c.ns))
+            .map(|c| PlannedCollection {
+                target_ns: namespaces.target(&c.ns),
+                entry: c.clone(),
+            })
+            .collect();
+        let part_bytes = collection_part_bytes(repo, &collections).await?;
+        let fetch_bytes = part_bytes + segments.iter().map(|s| s.size).sum::<u64>();
+        let ops_upper_bound = segments
+            .iter()
+            .filter_map(|s| s.oplog_range())
+            .map(|r| r.count)
+            .sum();
+        Ok(RestorePlan {
+            source: source.to_owned(),
+            point: point.to_string(),
+            cut,
+            replay_after: snapshot.start,
+            snapshot,
+            collections,
+            segments,
+            fetch_bytes,
+            ops_upper_bound,
+        })
+    }
+
+    /// The plan in words, for `--dry-run` and the log.
+    pub fn describe(&self, load_docs_per_s: f64, replay_ops_per_s: f64) -> String {
+        let docs: u64 = self.collections.iter().map(|c| c.entry.count).sum();
+        let raw: u64 = self.collections.iter().map(|c| c.entry.bytes).sum();
+        let mut out = format!(
+            "restore of source {} to {}\n  snapshot {} (start {}, end {})\n  load: {} collections, {} documents, {} bytes of BSON\n  replay: {} oplog segments, at most {} entries, after {} through {}\n  fetch: {} stored bytes\n",
+            self.source,
+            self.point,
+            self.snapshot.id,
+            format_ts(self.snapshot.start),
+            format_ts(self.snapshot.end),
+            self.collections.len(),
+            docs,
+            raw,
+            self.segments.len(),
+            self.ops_upper_bound,
+            format_ts(self.replay_after),
+            format_ts(self.cut.bound),
+            self.fetch_bytes,
+        );
+        for c in &self.collections {
+            let arrow = if c.target_ns == c.entry.ns {
+                String::new()
+            } else {
+                format!(" -> {}", c.target_ns)
+            };
+            out += &format!(
+                "    {} ({}){arrow}: {} documents\n",
+                c.entry.ns, c.entry.kind, c.entry.count
+            );
+        }
+        let secs = docs as f64 / load_docs_per_s + self.ops_upper_bound as f64 / replay_ops_per_s;
+        out += &format!(
+            "  estimate: {:.0} s (at {:.0} docs/s load and {:.0} ops/s replay, measured in docs/performance.md)\n",
+            secs, load_docs_per_s, replay_ops_per_s
+        );
+        out
+    }
+}
+
+async fn collection_part_bytes(
+    repo: &Repository,
+    collections: &[PlannedCollection],
+) -> Result<u64, RepoError> {
+    let mut total = 0;
+    for c in collections {
+        for part in &c.entry.parts {
+            if let Some(meta) = repo.store().head(part).await? {
+                total += meta.size;
+            }
+        }
+    }
+    Ok(total)
+}
+
+fn why_not(cut: &Cut, windows: &[RestorableWindow]) -> String {
+    if windows.is_empty() {
+        return "no restorable window exists".into();
+    }
+    if windows.iter().all(|w| w.from > cut.bound) {
+        "it is before the end of the oldest usable snapshot".into()
+    } else if windows.iter().all(|w| w.to < cut.needs_through()) {
+        "the repository does not hold the oplog through it yet (capture has not passed it, or it is in the future)".into()
+    } else {
+        "it falls in a gap of the oplog timeline between windows".into()
+    }
+}
+
+fn describe_windows(windows: &[RestorableWindow]) -> String {
+    if windows.is_empty() {
+        return "none".into();
+    }
+    let mut merged: Vec<(OplogTs, OplogTs)> = Vec::new();
+    let mut sorted: Vec<_> = windows.iter().map(|w| (w.from, w.to)).collect();
+    sorted.sort();
+    for (from, to) in sorted {
+        match merged.last_mut() {
+            Some(last) if from <= last.1 => last.1 = last.1.max(to),
+            _ => merged.push((from, to)),
+        }
+    }
+    merged
+        .iter()
+        .map(|(f, t)| format!("{} .. {}", format_ts(*f), format_ts(*t)))
+        .collect::<Vec<_>>()
+        .join("; ")
+}

@@ -1,0 +1,402 @@
+//! Decoding oplog entries for replay: what each entry means for the target (`Action`), with
+//! namespaces mapped, collection UUIDs and session fields removed, and transactions assembled.
+//!
+//! The forms a MongoDB 6.0 replica set writes, and what replay does with them:
+//! - `i`, `u` (`$v:2` diffs and replacements), `d`: document writes, applied in batches.
+//! - `n`: no-ops (periodic heartbeats, migrations' markers): skipped.
+//! - `c` `applyOps` (a transaction, or the `applyOps` command): its inner entries, at the outer
+//!   entry's timestamp. Large transactions arrive as several entries with `o.partialTxn: true`
+//!   and become visible only with the last one; prepared transactions (`prepare: true`) wait
+//!   for their `commitTransaction` (or vanish with `abortTransaction`).
+//! - `c` `create`, `drop`, `renameCollection`, `collMod`, `dropIndexes`, `dropDatabase`,
+//!   `createIndexes` and `commitIndexBuild` (as `createIndexes`): the same command run on the
+//!   target, alone, in order; `startIndexBuild` and `abortIndexBuild` change nothing.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use mongodb::bson::raw::cstr;
+use mongodb::bson::{
+    doc, Bson, Document, RawArrayBuf, RawBsonRef, RawDocument, RawDocumentBuf, Timestamp,
+};
+
+use crate::namespaces::NamespaceMap;
+use mc_core::format::OplogTs;
+
+/// An entry that could not be understood; replay stops rather than guess.
+#[derive(Debug, thiserror::Error)]
+#[error("oplog entry {ts}: {detail}")]
+pub struct EntryError {
+    pub ts: String,
+    pub detail: String,
+}
+
+/// The fields of an entry that decide what happens to it.
+pub struct Head {
+    pub ts: OplogTs,
+    pub wall_ms: Option<i64>,
+}
+
+/// Reads `ts` and `wall` of a raw entry.
+pub fn head(raw: &RawDocument) -> Result<Head, EntryError> {
+    let ts = raw.get_timestamp("ts").map_err(|e| EntryError {
+        ts: "?".into(),
+        detail: format!("no readable ts: {e}"),
+    })?;
+    Ok(Head {
+        ts: OplogTs::new(ts.time, ts.increment),
+        wall_ms: raw.get_datetime("wall").ok().map(|w| w.timestamp_millis()),
+    })
+}
+
+/// What one entry (or one inner entry of a transaction) asks of the target.
+#[derive(Debug)]
+pub enum Action {
+    /// A document write, as an `applyOps` entry for the target. `partition` keeps every write
+    /// of one document on one worker, in order.
+    Write { partition: u64, op: RawDocumentBuf },
+    /// A catalog change, applied alone after everything before it (a barrier).
+    Command(Command),
+}
+
+/// A catalog change as the command that makes it on the target. Commands run directly, not
+/// through `applyOps`: mongod 6.0 refuses index builds in `applyOps` and silently ignores a
+/// `dropIndexes` there (measured), so direct commands are the one path that is checked.
+#[derive(Debug)]
+pub struct Command {
+    /// For messages: `drop shop.orders`.
+    pub what: String,
+    /// Database the command runs on.
+    pub db: String,
+    pub command: Document,
+}
+
+/// Turns raw oplog entries into actions; holds the transactions still open.
+#[derive(Default)]
+pub struct Decoder {
+    /// Inner entries of transactions not yet committed, by session and transaction number.
+    open: HashMap<Vec<u8>, Vec<RawDocumentBuf>>,
+    pub stats: DecodeStats,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct DecodeStats {
+    pub writes: u64,
+    pub commands: u64,
+    pub transactions: u64,
+    pub noops: u64,
+    pub out_of_scope: u64,
+}
+
+impl Decoder {
+    /// Decodes one top-level entry, appending its actions to `out`.
+    pub fn decode(
+        &mut self,
+        raw: &RawDocument,
+        map: &NamespaceMap,
+        out: &mut Vec<Action>,
+    ) -> Result<(), EntryError> {
+        let ts = raw
+            .get_timestamp("ts")
+            .map(fmt_ts)
+            .unwrap_or_else(|_| "?".into());
+        let err = |detail: String| EntryError {
+            ts: ts.clone(),
+            detail,
+        };
+        let op = raw.get_str("op").map_err(|e| err(format!("no op: {e}")))?;
+        if op == "n" {
+            self.stats.noops += 1;
+            return Ok(());
+        }
+        if op != "c" {
+            return self.single(raw, map, out).map_err(err);
+        }
+        let o = raw
+            .get_document("o")
+            .map_err(|e| err(format!("command without o: {e}")))?;
+        let name = first_key(o).map_err(err)?;
+        match name.as_str() {
+            "applyOps" => {
+                let inner: Vec<RawDocumentBuf> = o
+                    .get_array("applyOps")
+                    .map_err(|e| err(format!("applyOps without an array: {e}")))?
+                    .into_iter()
+                    .map(|v| match v {
+                        Ok(RawBsonRef::Document(d)) => Ok(d.to_owned()),
+                        other => Err(err(format!(
+                            "applyOps element is not a document: {other:?}"
+                        ))),
+                    })
+                    .collect::<Result<_, _>>()?;
+                let session = session_key(raw);
+                if opens_transaction(raw) {
+                    let key = session.ok_or_else(|| {
+                        err("a partial or prepared transaction without lsid/txnNumber".into())
+                    })?;
+                    self.open.entry(key).or_default().extend(inner);
+                    return Ok(());
+                }
+                let mut all = match session {
+                    Some(key) => self.open.remove(&key).unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                all.extend(inner);
+                self.stats.transactions += 1;
+                for entry in &all {
+                    self.single(entry, map, out).map_err(&err)?;
+                }
+                Ok(())
+            }
+            "commitTransaction" => {
+                let key = session_key(raw)
+                    .ok_or_else(|| err("commitTransaction without lsid/txnNumber".into()))?;
+                let all = self.open.remove(&key).ok_or_else(|| {
+                    err("commitTransaction of a prepared transaction whose entries were not read (it began before the replayed range)".into())
+                })?;
+                self.stats.transactions += 1;
+                for entry in &all {
+                    self.single(entry, map, out).map_err(&err)?;
+                }
+                Ok(())
+            }
+            "abortTransaction" => {
+                if let Some(key) = session_key(raw) {
+                    self.open.remove(&key);
+                }
+                Ok(())
+            }
+            _ => self.single(raw, map, out).map_err(err),
+        }
+    }
+
+    /// Transactions begun (partial or prepared entries read) and not finished by the cut: they
+    /// are not applied, which is right: they were not committed at the restore point.
+    pub fn open_transactions(&self) -> usize {
+        self.open.len()
+    }
+
+    /// One CRUD or command entry (top level or inside `applyOps`).
+    fn single(
+        &mut self,
+        raw: &RawDocument,
+        map: &NamespaceMap,
+        out: &mut Vec<Action>,
+    ) -> Result<(), String> {
+        let op = raw.get_str("op").map_err(|e| format!("no op: {e}"))?;
+        let ns = raw.get_str("ns").map_err(|e| format!("no ns: {e}"))?;
+        match op {
+            "n" => {
+                self.stats.noops += 1;
+                Ok(())
+            }
+            "i" | "u" | "d" => {
+                if !map.in_scope(ns) {
+                    self.stats.out_of_scope += 1;
+                    return Ok(());
+                }
+                let o = raw
+                    .get_document("o")
+                    .map_err(|e| format!("{op} without o: {e}"))?;
+                let o2 = raw.get_document("o2").ok();
+                let id = match op {
+                    "u" => o2.and_then(|d| d.get("_id").ok().flatten()),
+                    _ => o.get("_id").ok().flatten(),
+                };
+                let target = map.target(ns);
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                target.hash(&mut hasher);
+                match id {
+                    Some(id) => format!("{id:?}").hash(&mut hasher),
+                    None => return Err(format!("{op} on {ns} without _id")),
+                }
+                let mut entry = RawDocumentBuf::new();
+                entry.append(cstr!("op"), op);
+                entry.append(cstr!("ns"), target.as_str());
+                entry.append(cstr!("o"), o);
+                if let Some(o2) = o2 {
+                    entry.append(cstr!("o2"), o2);
+                }
+                self.stats.writes += 1;
+                out.push(Action::Write {
+                    partition: hasher.finish(),
+                    op: entry,
+                });
+                Ok(())
+            }
+            "c" => {
+                let o = raw
+                    .get_document("o")
+                    .map_err(|e| format!("command without o: {e}"))?;
+                if let Some(cmd) = self.command(ns, o, map)? {
+                    self.stats.commands += 1;
+                    out.push(Action::Command(cmd));
+                } else {
+                    self.stats.out_of_scope += 1;
+                }
+                Ok(())
+            }
+            other => Err(format!("unknown op type {other:?}")),
+        }
+    }
+
+    fn command(
+        &self,
+        ns: &str,
+        o: &RawDocument,
+        map: &NamespaceMap,
+    ) -> Result<Option<Command>, String> {
+        let db = ns.split('.').next().unwrap_or_default();
+        let name = first_key(o)?;
+        let o = Document::try_from(o).map_err(|e| format!("{name}: {e}"))?;
+        let coll_arg = || -> Result<String, String> {
+            o.get_str(&name)
+                .map(str::to_owned)
+                .map_err(|e| format!("{name} without a collection name: {e}"))
+        };
+        match name.as_str() {
+            "startIndexBuild" | "abortIndexBuild" => Ok(None),
+            "create" | "drop" | "collMod" | "dropIndexes" | "deleteIndexes" | "createIndexes" => {
+                let coll = coll_arg()?;
+                let src = format!("{db}.{coll}");
+                if !map.in_scope(&src) {
+                    return Ok(None);
+                }
+                let target = map.target(&src);
+                let (tdb, tcoll) = split(&target);
+                let command = if name == "createIndexes" {
+                    // The single-phase form: the entry is the index spec.
+                    let mut spec = o.clone();
+                    spec.remove("createIndexes");
+                    doc! {"createIndexes": tcoll, "indexes": [spec]}
+                } else {
+                    let mut command = Document::new();
+                    for (k, v) in &o {
+                        // create's idIndex names the source namespace; the target builds its own.
+                        if *k == name {
+                            command.insert(k, tcoll);
+                        } else if !(name == "create" && k == "idIndex") {
+                            command.insert(k, v.clone());
+                        }
+                    }
+                    command
+                };
+                Ok(Some(Command {
+                    what: format!("{name} {target}"),
+                    db: tdb.to_owned(),
+                    command,
+                }))
+            }
+            "commitIndexBuild" => {
+                let coll = coll_arg()?;
+                let src = format!("{db}.{coll}");
+                if !map.in_scope(&src) {
+                    return Ok(None);
+                }
+                let specs = o
+                    .get_array("indexes")
+                    .map_err(|e| format!("commitIndexBuild without indexes: {e}"))?
+                    .clone();
+                let target = map.target(&src);
+                let (tdb, tcoll) = split(&target);
+                Ok(Some(Command {
+                    what: format!("createIndexes {target}"),
+                    db: tdb.to_owned(),
+                    command: doc! {"createIndexes": tcoll, "indexes": specs},
+                }))
+            }
+            "renameCollection" => {
+                let from = coll_arg()?;
+                let to = o
+                    .get_str("to")
+                    .map_err(|e| format!("renameCollection without to: {e}"))?
+                    .to_owned();
+                // dropTarget is a boolean, or the UUID of the collection it replaced.
+                let drop_target = o.get_bool("dropTarget").unwrap_or(false)
+                    || matches!(o.get("dropTarget"), Some(Bson::Binary(_)));
+                match (map.in_scope(&from), map.in_scope(&to)) {
+                    (false, false) => Ok(None),
+                    (true, true) => {
+                        let (f, t) = (map.target(&from), map.target(&to));
+                        Ok(Some(Command {
+                            what: format!("renameCollection {f} to {t}"),
+                            db: "admin".into(),
+                            command: doc! {"renameCollection": &f, "to": &t, "dropTarget": drop_target},
+                        }))
+                    }
+                    (true, false) => {
+                        // It leaves the scope: for the restored namespaces it is a drop.
+                        let target = map.target(&from);
+                        let (tdb, tcoll) = split(&target);
+                        Ok(Some(Command {
+                            what: format!("drop {target} (renamed out of scope to {to})"),
+                            db: tdb.to_owned(),
+                            command: doc! {"drop": tcoll},
+                        }))
+                    }
+                    (false, true) => Err(format!(
+                        "renameCollection brings {from} (not restored) into {to} (restored): widen --ns to include {from}"
+                    )),
+                }
+            }
+            "dropDatabase" => {
+                if !map.db_in_scope(db) {
+                    return Ok(None);
+                }
+                Ok(Some(Command {
+                    what: format!("dropDatabase {}", map.target_db(db)),
+                    db: map.target_db(db),
+                    command: doc! {"dropDatabase": 1},
+                }))
+            }
+            other => Err(format!(
+                "command {other:?} on {ns} is not known to mc-restore's replay; nothing was guessed"
+            )),
+        }
+    }
+}
+
+fn split(ns: &str) -> (&str, &str) {
+    ns.split_once('.').unwrap_or((ns, ""))
+}
+
+fn first_key(o: &RawDocument) -> Result<String, String> {
+    match o.into_iter().next() {
+        Some(Ok((k, _))) => Ok(k.as_str().to_owned()),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err("empty command".into()),
+    }
+}
+
+/// Whether the entry is an early part of a transaction that becomes visible only later: a
+/// `partialTxn` part of a large transaction or a prepared transaction's `prepare`.
+pub fn opens_transaction(raw: &RawDocument) -> bool {
+    raw.get_document("o").is_ok_and(|o| {
+        o.get_bool("partialTxn").unwrap_or(false) || o.get_bool("prepare").unwrap_or(false)
+    })
+}
+
+/// `lsid` and `txnNumber` as one key: the bytes of both.
+fn session_key(raw: &RawDocument) -> Option<Vec<u8>> {
+    let lsid = raw.get_document("lsid").ok()?;
+    let txn = raw.get_i64("txnNumber").ok()?;
+    let mut key = lsid.as_bytes().to_vec();
+    key.extend_from_slice(&txn.to_le_bytes());
+    Some(key)
+}
+
+fn fmt_ts(ts: Timestamp) -> String {
+    format!("ts:{}:{}", ts.time, ts.increment)
+}
+
+/// An `applyOps` command document for `ops`.
+pub fn apply_ops_command(ops: &[RawDocumentBuf], always_upsert: bool) -> RawDocumentBuf {
+    let mut array = RawArrayBuf::new();
+    for op in ops {
+        array.push(op.as_ref());
+    }
+    let mut cmd = RawDocumentBuf::new();
+    cmd.append(cstr!("applyOps"), array);
+    cmd.append(cstr!("alwaysUpsert"), always_upsert);
+    cmd
+}
