@@ -92,6 +92,15 @@ impl RestorePlan {
                 "no snapshot is covered by captured oplog yet (the agent must capture past a snapshot's end)".into(),
             ));
         };
+        if point == RestorePoint::Latest {
+            if let Some(captured) = timeline.newest().filter(|c| *c > newest) {
+                // `latest` must not quietly mean "before a gap": the writes after it would be lost.
+                return Err(outside(format!(
+                    "the newest restorable point {} is older than the newest captured oplog {} (a gap, or a run without a snapshot, lies between). Restoring to {} loses the writes after it: pass --at ts:{}:{} to accept that",
+                    format_ts(newest), format_ts(captured), format_ts(newest), newest.t, newest.i
+                )));
+            }
+        }
         let cut = Cut::of(point, newest);
 
         // A snapshot ending in T's own second may or may not be before T (milliseconds decide,
@@ -116,7 +125,7 @@ impl RestorePlan {
                 .iter()
                 .filter(|w| usable(w))
                 .max_by_key(|w| (surely(w), w.from))
-                .ok_or_else(|| outside(why_not(&cut, &windows)))?,
+                .ok_or_else(|| outside(why_not(&cut, &windows, &timeline)))?,
         };
         let snapshot = snapshots
             .iter()
@@ -227,7 +236,18 @@ async fn collection_part_bytes(
     Ok(total)
 }
 
-fn why_not(cut: &Cut, windows: &[RestorableWindow]) -> String {
+fn why_not(cut: &Cut, windows: &[RestorableWindow], timeline: &Timeline) -> String {
+    if let Some(gap) = timeline
+        .gaps
+        .iter()
+        .find(|g| g.after < cut.bound && cut.surely_included() < g.before)
+    {
+        return format!(
+            "it falls in a gap of the oplog timeline: entries after {} and before {} are not in the repository",
+            format_ts(gap.after),
+            format_ts(gap.before)
+        );
+    }
     if windows.is_empty() {
         return "no restorable window exists".into();
     }

@@ -43,7 +43,9 @@ pub async fn connect(uri: &str) -> Result<Client, TargetError> {
     let mut options = mongodb::options::ClientOptions::parse(uri)
         .await
         .map_err(unreachable)?;
-    options.server_selection_timeout = Some(std::time::Duration::from_secs(10));
+    if options.server_selection_timeout.is_none() {
+        options.server_selection_timeout = Some(std::time::Duration::from_secs(10));
+    }
     options.app_name = Some("mc-restore".into());
     let client = Client::with_options(options).map_err(unreachable)?;
     client

@@ -3,8 +3,20 @@
 //! running `mc-restore` as operators do.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
+use std::sync::Arc;
+
+use mc_agent::capture::oplog::OplogSource;
+use mc_agent::metrics::Metrics;
+use mc_agent::snapshot::{take, SnapshotSettings};
+use mc_core::catalog::{Repository, SnapshotManifest};
+use mc_core::crypto::keys::create_keyring_file;
+use mc_core::format::WriterInfo;
+use mc_core::storage::local::LocalDir;
+use tokio::sync::watch;
+
+use crate::agent::{capture_settings, wait_durable};
 
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document, RawDocumentBuf};
@@ -130,4 +142,87 @@ pub fn show(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// A repository with a captured timeline and a snapshot of one test database.
+pub struct Captured {
+    pub source_id: String,
+    pub dir: tempfile::TempDir,
+    pub repo: Repository,
+    pub source: OplogSource,
+    metrics: Arc<Metrics>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<u64, mc_agent::capture::CaptureError>>,
+}
+
+/// Paths of a finished capture's repository and keyring, as `mc-restore` takes them.
+pub fn repo_paths(dir: &Path) -> (PathBuf, PathBuf) {
+    (dir.join("repo"), dir.join("keyring"))
+}
+
+impl Captured {
+    /// A fresh repository (local directory, keyring file beside it) with capture running for
+    /// `source_id`, already durable up to now.
+    pub async fn start(source_id: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = create_keyring_file(&dir.path().join("keyring")).unwrap();
+        let repo = Repository::new(
+            Arc::new(LocalDir::new(dir.path().join("repo")).unwrap()),
+            keyring,
+        );
+        repo.init().await.unwrap();
+        let source = OplogSource::connect(&crate::mongodb_uri()).await.unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(mc_agent::capture::run(
+            repo.clone(),
+            source.clone(),
+            capture_settings(source_id, &dir.path().join("spool")),
+            metrics.clone(),
+            rx,
+        ));
+        let now = source.majority_point().await.unwrap();
+        wait_durable(&metrics, now).await;
+        Self {
+            source_id: source_id.to_owned(),
+            dir,
+            repo,
+            source,
+            metrics,
+            stop,
+            task,
+        }
+    }
+
+    /// Takes a snapshot of database `db`.
+    pub async fn snapshot(&self, db: &str) -> SnapshotManifest {
+        let settings = SnapshotSettings {
+            source: self.source_id.clone(),
+            parallelism: 2,
+            max_segment_bytes: 128 * 1024,
+            zstd_level: 3,
+            writer: WriterInfo {
+                id: "test".into(),
+                fence: 0,
+            },
+            reason: "on-demand".into(),
+            databases: Some(vec![db.to_owned()]),
+        };
+        take(&self.repo, &self.source, &settings).await.unwrap()
+    }
+
+    /// Waits until everything written so far is durable.
+    pub async fn settle(&self) {
+        let now = self.source.majority_point().await.unwrap();
+        wait_durable(&self.metrics, now).await;
+    }
+
+    /// Waits until everything written so far is durable, then stops capture.
+    pub async fn finish(self) -> (tempfile::TempDir, Repository) {
+        let end = self.source.majority_point().await.unwrap();
+        wait_durable(&self.metrics, end).await;
+        self.stop.send(true).unwrap();
+        self.task.await.unwrap().expect("capture stops cleanly");
+        (self.dir, self.repo)
+    }
 }

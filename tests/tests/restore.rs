@@ -5,92 +5,15 @@
 //! state; afterwards `mc-restore` restores each moment into a second, private mongod and the
 //! restored database must equal the recorded state byte for byte.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use mc_agent::capture::oplog::OplogSource;
-use mc_agent::capture::{self};
-use mc_agent::metrics::Metrics;
-use mc_agent::snapshot::{take, SnapshotSettings};
-use mc_core::catalog::Repository;
-use mc_core::crypto::keys::create_keyring_file;
-use mc_core::format::{OplogTs, WriterInfo};
-use mc_core::storage::local::LocalDir;
-use mc_tests::agent::{capture_settings, wait_durable};
+use mc_core::format::OplogTs;
 use mc_tests::mongod::PrivateReplSet;
-use mc_tests::restore::{assert_same_state, db_state, mc_restore, show, DbState};
+use mc_tests::restore::{assert_same_state, db_state, mc_restore, show, Captured, DbState};
 use mc_tests::*;
 use mongodb::bson::{doc, Document, Timestamp};
 use mongodb::options::IndexOptions;
 use mongodb::{Client, IndexModel};
-use tokio::sync::watch;
-
-/// A repository with a captured timeline and a snapshot of one test database.
-struct Captured {
-    dir: tempfile::TempDir,
-    repo: Repository,
-    source: OplogSource,
-    metrics: Arc<Metrics>,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<u64, mc_agent::capture::CaptureError>>,
-}
-
-impl Captured {
-    async fn start(source_id: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let keyring = create_keyring_file(&dir.path().join("keyring")).unwrap();
-        let repo = Repository::new(
-            Arc::new(LocalDir::new(dir.path().join("repo")).unwrap()),
-            keyring,
-        );
-        repo.init().await.unwrap();
-        let source = OplogSource::connect(&mongodb_uri()).await.unwrap();
-        let metrics = Arc::new(Metrics::default());
-        let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(capture::run(
-            repo.clone(),
-            source.clone(),
-            capture_settings(source_id, &dir.path().join("spool")),
-            metrics.clone(),
-            rx,
-        ));
-        let now = source.majority_point().await.unwrap();
-        wait_durable(&metrics, now).await;
-        Self {
-            dir,
-            repo,
-            source,
-            metrics,
-            stop,
-            task,
-        }
-    }
-
-    async fn snapshot(&self, source_id: &str, db: &str) {
-        let settings = SnapshotSettings {
-            source: source_id.into(),
-            parallelism: 2,
-            max_segment_bytes: 128 * 1024,
-            zstd_level: 3,
-            writer: WriterInfo {
-                id: "test".into(),
-                fence: 0,
-            },
-            reason: "on-demand".into(),
-            databases: Some(vec![db.to_owned()]),
-        };
-        take(&self.repo, &self.source, &settings).await.unwrap();
-    }
-
-    /// Waits until everything written so far is durable, then stops capture.
-    async fn finish(self) -> (tempfile::TempDir, Repository) {
-        let end = self.source.majority_point().await.unwrap();
-        wait_durable(&self.metrics, end).await;
-        self.stop.send(true).unwrap();
-        self.task.await.unwrap().expect("capture stops cleanly");
-        (self.dir, self.repo)
-    }
-}
 
 fn ts(t: Timestamp) -> OplogTs {
     OplogTs::new(t.time, t.increment)
@@ -160,7 +83,7 @@ async fn restores_each_recorded_moment_exactly() {
             }
         })
     };
-    cap.snapshot(&source_id, &db_name).await;
+    cap.snapshot(&db_name).await;
     during.await.unwrap();
 
     // Phase A: ordinary writes and a small transaction. T1 = the exact timestamp of its last op.

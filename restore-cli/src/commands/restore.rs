@@ -27,8 +27,8 @@ const ESTIMATE_REPLAY_OPS_PER_S: f64 = 30_000.0;
 pub struct RestoreArgs {
     /// Restore point: RFC 3339 time (2026-11-25T10:15:00Z; offsets accepted), `latest`, or an
     /// oplog timestamp ts:SECONDS:INCREMENT. See docs/restore.md for the exact boundary.
-    #[arg(long, value_name = "TIME")]
-    pub at: Option<String>,
+    #[arg(long, value_name = "TIME", value_parser = parse_point)]
+    pub at: Option<RestorePoint>,
 
     /// MongoDB to restore into (mongodb://…). Required unless --dry-run.
     #[arg(
@@ -89,11 +89,10 @@ pub struct RestoreArgs {
 }
 
 pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
-    let Some(at) = args.at.as_deref() else {
+    let Some(point) = args.at else {
         eprintln!("mc-restore: error: give --at TIME (and --target URI) to restore, or a subcommand; try --help");
         return Ok(2);
     };
-    let point: RestorePoint = at.parse()?;
     let map = NamespaceMap::new(
         args.include.clone(),
         args.exclude.clone(),
@@ -204,6 +203,10 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+fn parse_point(s: &str) -> Result<RestorePoint, mc_restore::point::BadPoint> {
+    s.parse()
 }
 
 fn bar(show: bool, len: u64, template: &str) -> ProgressBar {
