@@ -1,0 +1,378 @@
+//! `mc-bench-restore`: restore throughput (issue 5). In one run, on the same data, it measures
+//! mc-restore's bulk load and oplog replay, and a plain baseline of each, and prints docs/s,
+//! MB/s, ops/s, the ratios, and the projected time for 100 GB. It prints figures; it asserts
+//! nothing.
+//!
+//! ```text
+//! cargo run --release -p mc-tests --bin mc-bench-restore -- [--docs 200000] [--ops 100000]
+//! ```
+//!
+//! Setup (not timed): a source database of `--docs` documents of ~1 KiB on the services' replica
+//! set (`MC_TEST_MONGODB_URI`), captured in-process by the agent's pipeline into a
+//! local-directory repository (zstd + AES-GCM, as in production), a snapshot of it, then
+//! `--ops` oplog entries (updates, inserts, deletes) captured after the snapshot. The target is a
+//! private single-node replica set started by the bench.
+//!
+//! Timed, in this order, each into an emptied target database:
+//! 1. **mc-restore load**: `mc_restore::load::load` from the repository (fetch, decrypt,
+//!    decompress, insert, build indexes).
+//! 2. **mc-restore replay**: `mc_restore::replay::replay` of the captured oplog (partitioned,
+//!    batched `applyOps`), on top of that load.
+//! 3. **baseline load**: the same documents, already in memory, inserted by one task with
+//!    `insert_many` of 1,000 (what a plain loader does, without fetching or decrypting).
+//! 4. **baseline replay**: the same entries, already decoded in memory (`ui` and session fields
+//!    removed), applied by one task with `applyOps` of 1,000 — the 58.6 k ops/s reference of
+//!    the issue.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use mc_agent::capture::oplog::OplogSource;
+use mc_agent::metrics::Metrics;
+use mc_agent::snapshot::{take, SnapshotSettings};
+use mc_core::catalog::Repository;
+use mc_core::crypto::{Keyring, SecretKey};
+use mc_core::format::WriterInfo;
+use mc_core::storage::local::LocalDir;
+use mc_restore::load::{load, LoadProgress, LoadSettings};
+use mc_restore::namespaces::NamespaceMap;
+use mc_restore::plan::RestorePlan;
+use mc_restore::point::RestorePoint;
+use mc_restore::replay::entry::{apply_ops_command, Action, Decoder};
+use mc_restore::replay::{replay, ReplaySettings};
+use mc_tests::mongod::{PrivateReplSet, ReplSetConfig};
+use mongodb::bson::{doc, Document, RawDocumentBuf};
+use mongodb::Client;
+use tokio::sync::watch;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mc-bench-restore",
+    about = "Benchmark mc-restore's load and replay against plain baselines"
+)]
+struct Args {
+    /// Source replica set.
+    #[arg(long, env = "MC_TEST_MONGODB_URI")]
+    uri: String,
+    /// Documents in the snapshot (~1 KiB each).
+    #[arg(long, default_value_t = 200_000)]
+    docs: i64,
+    /// Collections they are spread over.
+    #[arg(long, default_value_t = 4)]
+    collections: i64,
+    /// Oplog entries written after the snapshot (and replayed).
+    #[arg(long, default_value_t = 100_000)]
+    ops: i64,
+    /// Replay partitions.
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Entries per applyOps.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+}
+
+fn document(id: i64) -> Document {
+    doc! {
+        "_id": id,
+        "user": format!("user-{}", id % 10_000),
+        "email": format!("u{id}@example.com"),
+        "n": id % 97,
+        "tags": ["interview", "backend", "rust"],
+        "body": "x".repeat(900),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let db_name = format!("bench_rst_{}", std::process::id());
+    let source_client = Client::with_uri_str(&args.uri).await?;
+    let db = source_client.database(&db_name);
+    let per = args.docs / args.collections;
+    eprintln!(
+        "setup: {} documents in {} collections of {db_name}",
+        per * args.collections,
+        args.collections
+    );
+    for c in 0..args.collections {
+        let coll = db.collection::<Document>(&format!("c{c}"));
+        let mut id = 0;
+        while id < per {
+            let n = 1000.min(per - id);
+            coll.insert_many((id..id + n).map(document).collect::<Vec<_>>())
+                .await?;
+            id += n;
+        }
+        coll.create_index(
+            mongodb::IndexModel::builder()
+                .keys(doc! {"user": 1})
+                .build(),
+        )
+        .await?;
+    }
+
+    let dir = tempfile::tempdir()?;
+    let repo = Repository::new(
+        Arc::new(LocalDir::new(dir.path().join("repo"))?),
+        Keyring::new(vec![SecretKey::generate()?], "bench")?,
+    );
+    repo.init().await?;
+    let source = OplogSource::connect(&args.uri).await?;
+    let source_id = "bench";
+    let metrics = Arc::new(Metrics::default());
+    let (stop, stop_rx) = watch::channel(false);
+    let mut settings = mc_tests::agent::capture_settings(source_id, &dir.path().join("spool"));
+    settings.rules.max_bytes = 16 << 20;
+    settings.rules.seal_interval = Duration::from_secs(1);
+    let capture = tokio::spawn(mc_agent::capture::run(
+        repo.clone(),
+        source.clone(),
+        settings,
+        metrics.clone(),
+        stop_rx,
+    ));
+    let snapshot = take(
+        &repo,
+        &source,
+        &SnapshotSettings {
+            source: source_id.into(),
+            parallelism: 4,
+            max_segment_bytes: 16 << 20,
+            zstd_level: 3,
+            writer: WriterInfo {
+                id: "bench".into(),
+                fence: 0,
+            },
+            reason: "on-demand".into(),
+            databases: Some(vec![db_name.clone()]),
+        },
+    )
+    .await?;
+    eprintln!(
+        "setup: snapshot {} ({} documents); writing {} oplog entries",
+        snapshot.id,
+        snapshot.documents(),
+        args.ops
+    );
+
+    // The workload after the snapshot: ranges of updates, inserts and deletes, one oplog entry
+    // per document touched.
+    let mut written = 0i64;
+    let mut round = 0i64;
+    let mut next_id = per;
+    while written < args.ops {
+        let c = round % args.collections;
+        let coll = db.collection::<Document>(&format!("c{c}"));
+        let base = (round * 500) % (per - 1000).max(1);
+        match round % 4 {
+            0 | 1 => {
+                let r = coll
+                    .update_many(
+                        doc! {"_id": {"$gte": base, "$lt": base + 1000}},
+                        doc! {"$inc": {"n": 1}, "$set": {"tags.1": "db"}},
+                    )
+                    .await?;
+                written += r.modified_count as i64;
+            }
+            2 => {
+                coll.insert_many((next_id..next_id + 500).map(document).collect::<Vec<_>>())
+                    .await?;
+                next_id += 500;
+                written += 500;
+            }
+            _ => {
+                let r = coll
+                    .delete_many(doc! {"_id": {"$gte": base + 1000, "$lt": base + 1250}})
+                    .await?;
+                written += r.deleted_count as i64;
+            }
+        }
+        round += 1;
+    }
+    let end = source.majority_point().await?;
+    let packed = (u64::from(end.t) << 32) | u64::from(end.i);
+    let started = Instant::now();
+    while metrics.durable_ts.load(Relaxed) < packed {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "capture did not catch up in 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(true).ok();
+    capture.await??;
+
+    let map = NamespaceMap::new(vec![format!("{db_name}.*")], vec![], None, None)?;
+    let plan = RestorePlan::build(&repo, source_id, RestorePoint::Latest, None, &map).await?;
+    let target_set = PrivateReplSet::start(ReplSetConfig {
+        oplog_mb: 1024,
+        ..ReplSetConfig::default()
+    })
+    .await;
+    let target = target_set.node_client(0).clone();
+    let raw_bytes: u64 = plan.collections.iter().map(|c| c.entry.bytes).sum();
+    let docs: u64 = plan.collections.iter().map(|c| c.entry.count).sum();
+
+    // 1 + 2: mc-restore.
+    let t = Instant::now();
+    let loaded = load(
+        &repo,
+        &target,
+        &plan,
+        LoadSettings::default(),
+        Arc::new(LoadProgress::default()),
+    )
+    .await?;
+    let ours_load = t.elapsed();
+    let t = Instant::now();
+    let replayed = replay(
+        &repo,
+        &target,
+        &plan,
+        &map,
+        ReplaySettings {
+            batch: args.batch,
+            workers: args.workers,
+        },
+        |_| {},
+    )
+    .await?;
+    let ours_replay = t.elapsed();
+    let ours_ops = replayed.applied_writes + replayed.applied_commands;
+    anyhow::ensure!(
+        loaded.documents == docs,
+        "loaded {} of {docs} documents",
+        loaded.documents
+    );
+    let (want, got) = (
+        count(&source_client, &db_name, args.collections).await?,
+        count(&target, &db_name, args.collections).await?,
+    );
+    anyhow::ensure!(
+        want == got,
+        "restored counts {got:?} differ from the source's {want:?}"
+    );
+    target.database(&db_name).drop().await?;
+
+    // 3: baseline load of the same documents from memory.
+    let mut by_coll: Vec<(String, Vec<RawDocumentBuf>)> = Vec::new();
+    for c in &plan.collections {
+        let mut all = Vec::new();
+        for part in &c.entry.parts {
+            for rec in repo.read_segment(part).await?.1 {
+                all.push(RawDocumentBuf::from_bytes(rec)?);
+            }
+        }
+        by_coll.push((c.target_ns.clone(), all));
+    }
+    let t = Instant::now();
+    for (ns, all) in &by_coll {
+        let (dbn, coll) = ns.split_once('.').context("namespace")?;
+        let coll = target.database(dbn).collection::<RawDocumentBuf>(coll);
+        for chunk in all.chunks(1000) {
+            coll.insert_many(chunk).ordered(false).await?;
+        }
+    }
+    let base_load = t.elapsed();
+    drop(by_coll);
+
+    // 4: baseline replay of the same entries from memory.
+    let mut decoder = Decoder::default();
+    let mut ops = Vec::new();
+    for seg in &plan.segments {
+        for rec in repo.read_segment(&seg.key).await?.1 {
+            let raw = RawDocumentBuf::from_bytes(rec)?;
+            let head = mc_restore::replay::entry::head(&raw)?;
+            if head.ts <= plan.replay_after || !plan.cut.admits(head.ts, head.wall_ms) {
+                continue;
+            }
+            let mut actions = Vec::new();
+            decoder.decode(&raw, &map, &mut actions)?;
+            for a in actions {
+                if let Action::Write { op, .. } = a {
+                    ops.push(op);
+                }
+            }
+        }
+    }
+    let admin = target.database("admin");
+    let t = Instant::now();
+    for chunk in ops.chunks(1000) {
+        admin
+            .run_raw_command(apply_ops_command(chunk, true))
+            .await?;
+    }
+    let base_replay = t.elapsed();
+    let base_ops = ops.len() as u64;
+    source_client.database(&db_name).drop().await?;
+
+    let mb = raw_bytes as f64 / 1e6;
+    let rate = |n: f64, d: Duration| n / d.as_secs_f64();
+    let hours_100gb = |mbps: f64| 100_000.0 / mbps / 3600.0;
+    let ours_mbps = rate(mb, ours_load);
+    let base_mbps = rate(mb, base_load);
+    println!("mc-bench-restore: {docs} documents ({mb:.1} MB of BSON) in {} collections; {ours_ops} oplog entries replayed", args.collections);
+    println!(
+        "machine: {} cores, load average {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    println!();
+    println!("| phase | mc-restore | baseline | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| load docs/s | {:.0} | {:.0} | {:.2}x |",
+        rate(docs as f64, ours_load),
+        rate(docs as f64, base_load),
+        base_load.as_secs_f64() / ours_load.as_secs_f64()
+    );
+    println!("| load MB/s | {ours_mbps:.1} | {base_mbps:.1} | |");
+    println!(
+        "| load seconds (incl. index builds for mc-restore) | {:.2} | {:.2} | |",
+        ours_load.as_secs_f64(),
+        base_load.as_secs_f64()
+    );
+    println!(
+        "| replay ops/s | {:.0} | {:.0} | {:.2}x |",
+        rate(ours_ops as f64, ours_replay),
+        rate(base_ops as f64, base_replay),
+        rate(ours_ops as f64, ours_replay) / rate(base_ops as f64, base_replay)
+    );
+    println!(
+        "| replay seconds | {:.2} | {:.2} | |",
+        ours_replay.as_secs_f64(),
+        base_replay.as_secs_f64()
+    );
+    println!();
+    println!(
+        "projected load of 100 GB of BSON: {:.1} h (mc-restore), {:.1} h (baseline)",
+        hours_100gb(ours_mbps),
+        hours_100gb(base_mbps)
+    );
+    println!(
+        "replay: {} workers x {} entries per applyOps; window-skipped {}",
+        args.workers, args.batch, replayed.window_skipped
+    );
+    Ok(())
+}
+
+async fn count(client: &Client, db: &str, collections: i64) -> anyhow::Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for c in 0..collections {
+        out.push(
+            client
+                .database(db)
+                .collection::<Document>(&format!("c{c}"))
+                .count_documents(doc! {})
+                .await?,
+        );
+    }
+    Ok(out)
+}
