@@ -226,3 +226,81 @@ impl Captured {
         (self.dir, self.repo)
     }
 }
+
+/// Copies database `db` of `source` into `target_db` of `target` as it is now: collections and
+/// time-series collections with their options, documents as raw bytes (time-series as their
+/// buckets), indexes of plain collections, views last. A restore done by hand, for tests of
+/// `verify-data` that need a target equal to a known source state.
+pub async fn copy_db(source: &Client, db: &str, target: &Client, target_db: &str) {
+    let from = source.database(db);
+    let to = target.database(target_db);
+    let mut cursor = from
+        .run_cursor_command(doc! {"listCollections": 1})
+        .await
+        .unwrap_or_else(|e| panic!("listCollections on {db}: {e}"));
+    let mut infos = Vec::new();
+    while let Some(info) = cursor.try_next().await.expect("listCollections") {
+        infos.push(info);
+    }
+    // Views after what they read.
+    infos.sort_by_key(|i| i.get_str("type").unwrap_or("collection") == "view");
+    for info in infos {
+        let name = info.get_str("name").unwrap_or_default().to_owned();
+        if name.starts_with("system.") {
+            continue;
+        }
+        let kind = info.get_str("type").unwrap_or("collection").to_owned();
+        let mut create = doc! {"create": &name};
+        create.extend(info.get_document("options").cloned().unwrap_or_default());
+        to.run_command(create)
+            .await
+            .unwrap_or_else(|e| panic!("creating {target_db}.{name}: {e}"));
+        if kind == "view" {
+            continue;
+        }
+        let data = if kind == "timeseries" {
+            format!("system.buckets.{name}")
+        } else {
+            name.clone()
+        };
+        let docs: Vec<RawDocumentBuf> = from
+            .collection::<RawDocumentBuf>(&data)
+            .find(doc! {})
+            .sort(doc! {"_id": 1})
+            .await
+            .expect("find")
+            .try_collect()
+            .await
+            .expect("documents");
+        if !docs.is_empty() {
+            to.collection::<RawDocumentBuf>(&data)
+                .insert_many(docs)
+                .await
+                .unwrap_or_else(|e| panic!("inserting into {target_db}.{data}: {e}"));
+        }
+        if kind != "collection" {
+            continue;
+        }
+        let specs: Vec<Document> = from
+            .run_cursor_command(doc! {"listIndexes": &name})
+            .await
+            .expect("listIndexes")
+            .try_collect()
+            .await
+            .expect("index specs");
+        let specs: Vec<Document> = specs
+            .into_iter()
+            .filter(|s| s.get_str("name").ok() != Some("_id_"))
+            .map(|mut s| {
+                s.remove("v");
+                s.remove("ns");
+                s
+            })
+            .collect();
+        if !specs.is_empty() {
+            to.run_command(doc! {"createIndexes": &name, "indexes": specs})
+                .await
+                .unwrap_or_else(|e| panic!("indexes of {target_db}.{name}: {e}"));
+        }
+    }
+}
