@@ -62,5 +62,9 @@ say "the repository's timeline"
 say "verification of every object"
 "$BIN/mc-restore" verify --repo "$DEMO/repo" --keyring "$DEMO/keyring"
 
-echo
-echo "Point-in-time restore (mc-restore --at) is the next piece (issue 5)."
+say "what can be restored"
+"$BIN/mc-restore" list --policy "$POLICY"
+
+say "restore the newest point into demo_restored, next to the original"
+"$BIN/mc-restore" --at latest --policy "$POLICY" --target "$MC_TEST_MONGODB_URI" \
+  --ns 'demo.*' --ns-from demo --ns-to demo_restored --drop

@@ -11,7 +11,14 @@
 //! - [`load`]: the snapshot's collections, documents and indexes into the target.
 //! - [`replay`]: the oplog from the snapshot's start through the cut.
 //! - [`restore`]: the phases together, with timings, as one `RestoreSummary`.
+//! - [`kafka`]: consumer groups reset to their offsets at the same point (`OffsetsAt`,
+//!   `KafkaResetPlan`, `reset_offsets`).
+//! - [`drill`]: a timed, verified restore into a scratch target, judged against the RTO/RPO,
+//!   with its report.
+//! - [`verify_data`]: `verify-data`, the proof: a restored target against the source at T.
 
+pub mod drill;
+pub mod kafka;
 pub mod load;
 pub mod namespaces;
 pub mod plan;
@@ -19,3 +26,4 @@ pub mod point;
 pub mod replay;
 pub mod restore;
 pub mod target;
+pub mod verify_data;

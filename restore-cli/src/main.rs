@@ -55,6 +55,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Prove a restore: compare the target with the source as it was at T (snapshot reads).
+    /// Exit 3 on any mismatch.
+    VerifyData(commands::verify_data::VerifyDataArgs),
+    /// A timed, verified restore into a scratch MongoDB with a report; `drill list`,
+    /// `drill show ID`. Exit 0 pass, 3 verification failed, 4 RTO/RPO missed, 1 error.
+    Drill(commands::drill::DrillArgs),
+    /// Reset Kafka consumer groups to their committed offsets in the last capture at or before T.
+    KafkaOffsets(commands::kafka_offsets::KafkaOffsetsArgs),
     /// Inspect or rebuild the catalog of a source.
     #[command(subcommand)]
     Catalog(commands::catalog::CatalogCommand),
@@ -74,6 +82,9 @@ async fn main() {
         Some(Command::Verify { repo, source, json }) => {
             commands::verify::run(&repo, source.as_deref(), json).await
         }
+        Some(Command::VerifyData(args)) => commands::verify_data::run(args).await,
+        Some(Command::Drill(args)) => commands::drill::run(args).await,
+        Some(Command::KafkaOffsets(args)) => commands::kafka_offsets::run(args).await,
         Some(Command::Catalog(cmd)) => commands::catalog::run(cmd).await.map(|()| 0),
         Some(Command::Version) => {
             println!(

@@ -104,6 +104,19 @@ impl NamespaceMap {
         }
     }
 
+    /// Whether a restore writes the target namespace `ns`: some source namespace in scope is
+    /// written under that name. With a rename, the source's own names are *not* written (a
+    /// restore of `shop` as `shop_restored` into the source's cluster must never touch `shop`).
+    pub fn writes(&self, target_ns: &str) -> bool {
+        let source = self.source(target_ns);
+        self.in_scope(&source) && self.target(&source) == target_ns
+    }
+
+    /// Whether namespaces are written under other names (`--ns-from/--ns-to`).
+    pub fn renames(&self) -> bool {
+        self.rename.is_some()
+    }
+
     /// The source name of target namespace `ns`: the inverse of [`NamespaceMap::target`].
     pub fn source(&self, ns: &str) -> String {
         match &self.rename {
@@ -201,6 +214,30 @@ mod tests {
             "lab.system.buckets.m2"
         );
         assert_eq!(coll.target("shop.other"), "shop.other");
+    }
+
+    #[test]
+    fn a_renamed_restore_never_writes_the_source_names() {
+        let m = NamespaceMap::new(
+            vec!["demo.*".into()],
+            vec![],
+            Some("demo".into()),
+            Some("demo_restored".into()),
+        )
+        .unwrap();
+        assert!(m.writes("demo_restored.interviews"));
+        assert!(!m.writes("demo.interviews"));
+        assert!(!m.writes("other.x"));
+        let c = NamespaceMap::new(
+            vec![],
+            vec![],
+            Some("shop.orders".into()),
+            Some("shop.orders_old".into()),
+        )
+        .unwrap();
+        assert!(c.writes("shop.orders_old"));
+        assert!(!c.writes("shop.orders"));
+        assert!(c.writes("shop.customers"));
     }
 
     #[test]

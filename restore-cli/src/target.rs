@@ -87,7 +87,7 @@ pub async fn existing_in_scope(
                 continue;
             }
             let ns = format!("{db}.{name}");
-            if !map.in_scope(&map.source(&ns)) {
+            if !map.writes(&ns) {
                 continue;
             }
             let kind = info.get_str("type").unwrap_or("collection").to_owned();

@@ -234,3 +234,67 @@ fn mc_restore_time(ms: i64) -> String {
         .unwrap()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
+
+/// Restoring next to production (`--ns-from db --ns-to db_restored --drop` into the source's own
+/// replica set) writes only the new names: the source database is left exactly as it was, twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn renamed_restore_into_the_source_cluster_never_touches_the_source() {
+    let client = mongo_client().await;
+    let db_name = unique_db("rstren");
+    let restored_name = format!("{db_name}_restored");
+    let db = client.database(&db_name);
+    db.collection::<Document>("a")
+        .insert_many(
+            (0..100)
+                .map(|i| doc! {"_id": i, "v": i})
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    let source_id = unique_name("rstren").to_lowercase();
+    let cap = Captured::start(&source_id).await;
+    cap.snapshot(&db_name).await;
+    db.collection::<Document>("b")
+        .insert_one(doc! {"_id": 1, "after": "snapshot"})
+        .await
+        .unwrap();
+    db.collection::<Document>("a")
+        .update_many(doc! {}, doc! {"$inc": {"v": 1000}})
+        .await
+        .unwrap();
+    let (dir, _repo) = cap.finish().await;
+    let before = db_state(&client, &db_name).await;
+    let (repo, keyring) = mc_tests::restore::repo_paths(dir.path());
+    let ns = format!("{db_name}.*");
+    for round in 0..2 {
+        let out = mc_restore(
+            &[
+                "--at",
+                "latest",
+                "--target",
+                &mongodb_uri(),
+                "--repo",
+                repo.to_str().unwrap(),
+                "--ns",
+                &ns,
+                "--ns-from",
+                &db_name,
+                "--ns-to",
+                &restored_name,
+                "--drop",
+            ],
+            &keyring,
+        );
+        assert!(out.status.success(), "round {round}: {}", show(&out));
+        assert_same_state(
+            &format!("round {round}: the source"),
+            &before,
+            &db_state(&client, &db_name).await,
+        );
+        assert_same_state(
+            &format!("round {round}: the copy"),
+            &before,
+            &db_state(&client, &restored_name).await,
+        );
+    }
+}

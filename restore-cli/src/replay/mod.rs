@@ -365,7 +365,7 @@ async fn drop_database(target: &Client, map: &NamespaceMap, db: &str) -> Result<
         if name.starts_with("system.") {
             continue;
         }
-        if map.in_scope(&map.source(&ns)) {
+        if map.writes(&ns) {
             database
                 .run_command(doc! {"drop": &name})
                 .await

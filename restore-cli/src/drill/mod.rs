@@ -1,0 +1,410 @@
+//! Recovery drills: a real restore into a scratch MongoDB, timed phase by phase, verified against
+//! the source at the restored cluster time, judged against the policy's RTO and RPO, and
+//! recorded as a `DrillReport` (JSON, Markdown, HTML) in the repository under `drills/`.
+//!
+//! A drill never fails silently: every problem becomes the report's verdict and reasons, and the
+//! exit code says which kind (see [`report::Verdict::exit_code`]).
+
+pub mod report;
+
+use std::time::Instant;
+
+use mc_core::catalog::{list_snapshots, restorable_windows, Catalog, Repository, Timeline};
+use mc_core::format::{SegmentSpec, StreamKind};
+use mongodb::bson::doc;
+use mongodb::Client;
+use serde_json::json;
+
+use crate::load::{load, LoadProgress};
+use crate::namespaces::NamespaceMap;
+use crate::plan::RestorePlan;
+use crate::point::{format_ts, RestorePoint};
+use crate::replay::replay;
+use crate::restore::RestoreOptions;
+use crate::target;
+use crate::verify_data;
+use report::{DrillReport, NamespaceCheck, Objective, PhaseTiming, Verdict, Volumes};
+
+/// What a drill does.
+#[derive(Debug, Clone)]
+pub struct DrillOptions {
+    /// The protected system's name (policy `name`).
+    pub system: String,
+    pub source_id: String,
+    pub point: RestorePoint,
+    pub scratch_uri: String,
+    /// The live source, to verify against; `None` verifies against the snapshot's record only.
+    pub source_uri: Option<String>,
+    pub map: NamespaceMap,
+    /// Keep the restored data afterwards.
+    pub keep: bool,
+    /// The scratch target may be the source's own cluster (only with renamed namespaces).
+    pub scratch_is_source_cluster: bool,
+    pub rto_seconds: f64,
+    pub rpo_seconds: f64,
+    pub restore: RestoreOptions,
+    /// Extra expectations: namespace → SHA-256 its documents must hash to.
+    pub expect_sha256: Vec<(String, String)>,
+    /// The command line that reproduces the drill (for the report).
+    pub command: String,
+}
+
+/// The repository key of a drill's report.
+pub fn report_key(id: &str) -> String {
+    format!("drills/{id}/report.seg")
+}
+
+/// Runs a drill and stores its report in the repository. Never returns an error: failures are
+/// the report's verdict.
+pub async fn run(repo: &Repository, o: &DrillOptions) -> DrillReport {
+    let started = chrono::Utc::now();
+    let id = mc_core::catalog::names::new_snapshot_id(started);
+    let mut report = DrillReport {
+        schema: report::REPORT_SCHEMA,
+        id: id.clone(),
+        system: o.system.clone(),
+        source: o.source_id.clone(),
+        verdict: Verdict::Pass,
+        reasons: Vec::new(),
+        started: started.to_rfc3339(),
+        finished: String::new(),
+        point: o.point.to_string(),
+        restored_to: None,
+        snapshot: None,
+        scratch: target::redact(&o.scratch_uri),
+        phases: Vec::new(),
+        rto: Objective {
+            target_seconds: o.rto_seconds,
+            measured_seconds: None,
+            projected_seconds: None,
+            met: false,
+        },
+        rpo: Objective {
+            target_seconds: o.rpo_seconds,
+            measured_seconds: None,
+            projected_seconds: None,
+            met: false,
+        },
+        volumes: Volumes::default(),
+        verification: Vec::new(),
+        command: o.command.clone(),
+        repository_key: None,
+    };
+    if let Err(e) = drill(repo, o, &mut report).await {
+        report.verdict = Verdict::Error;
+        report.reasons.push(e);
+    }
+    report.finished = chrono::Utc::now().to_rfc3339();
+    let key = report_key(&id);
+    match store(repo, &key, &report).await {
+        Ok(()) => report.repository_key = Some(key),
+        Err(e) => {
+            report.verdict = Verdict::Error;
+            report
+                .reasons
+                .push(format!("storing the report in the repository failed: {e}"));
+        }
+    }
+    report
+}
+
+async fn store(repo: &Repository, key: &str, report: &DrillReport) -> Result<(), String> {
+    let spec = SegmentSpec::new(
+        StreamKind::DrillReport,
+        key,
+        &report.source,
+        json!({"drill": report.id}),
+    );
+    let body = serde_json::to_vec(report).map_err(|e| e.to_string())?;
+    repo.put_segment(spec, vec![body])
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Every stored drill report, oldest first.
+pub async fn list_reports(repo: &Repository) -> Result<Vec<DrillReport>, String> {
+    let mut keys: Vec<String> = repo
+        .store()
+        .list("drills/")
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| k.ends_with("/report.seg"))
+        .collect();
+    keys.sort();
+    let mut out = Vec::new();
+    for key in keys {
+        out.push(read_report(repo, &key).await?);
+    }
+    Ok(out)
+}
+
+/// One stored report by drill id.
+pub async fn read_report(repo: &Repository, key: &str) -> Result<DrillReport, String> {
+    let (_, records) = repo.read_segment(key).await.map_err(|e| e.to_string())?;
+    let record = records
+        .first()
+        .ok_or_else(|| format!("{key}: the report object holds no record"))?;
+    serde_json::from_slice(record).map_err(|e| format!("{key}: {e}"))
+}
+
+/// Phase clock: each lap records a phase from the drill's start.
+struct Clock {
+    start: Instant,
+    lap: Instant,
+}
+
+impl Clock {
+    fn phase(&mut self, name: &str, report: &mut DrillReport) {
+        let now = Instant::now();
+        report.phases.push(PhaseTiming {
+            name: name.to_owned(),
+            start_seconds: (self.lap - self.start).as_secs_f64(),
+            seconds: (now - self.lap).as_secs_f64(),
+        });
+        self.lap = now;
+    }
+}
+
+async fn drill(
+    repo: &Repository,
+    o: &DrillOptions,
+    report: &mut DrillReport,
+) -> Result<(), String> {
+    let now = Instant::now();
+    let mut clock = Clock {
+        start: now,
+        lap: now,
+    };
+
+    // RPO at drill time: how far the newest restorable point trails now.
+    let catalog = Catalog::load(repo, &o.source_id, StreamKind::Oplog)
+        .await
+        .map_err(|e| e.to_string())?;
+    let timeline = Timeline::build(&catalog.segments);
+    let snapshots = list_snapshots(repo, &o.source_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let newest = restorable_windows(&snapshots, &timeline)
+        .iter()
+        .map(|w| w.to)
+        .max();
+    if let Some(newest) = newest {
+        let lag = (chrono::Utc::now().timestamp() - i64::from(newest.t)).max(0) as f64;
+        report.rpo.measured_seconds = Some(lag);
+        report.rpo.met = lag <= o.rpo_seconds;
+    }
+    report.volumes.full_snapshot_bytes = snapshots.last().map(|s| s.bytes()).unwrap_or(0);
+
+    let plan = RestorePlan::build(repo, &o.source_id, o.point, None, &o.map)
+        .await
+        .map_err(|e| format!("planning: {e}"))?;
+    report.snapshot = Some(plan.snapshot.id.clone());
+    report.volumes.fetched_bytes = plan.fetch_bytes;
+    clock.phase("plan", report);
+
+    let scratch = target::connect(&o.scratch_uri)
+        .await
+        .map_err(|e| format!("scratch: {e}"))?;
+    let source = match &o.source_uri {
+        Some(uri) => match verify_data::connect_source(uri).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                report
+                    .reasons
+                    .push(format!("the source could not be reached for verification ({e}); verified against the snapshot's record only"));
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(source) = &source {
+        if same_cluster(source, &scratch).await? {
+            if !o.scratch_is_source_cluster {
+                return Err("the scratch target is the source's own replica set: a drill there could destroy production data. Use a separate MongoDB, or pass --scratch-is-source-cluster together with --ns-from/--ns-to so the drill writes only renamed namespaces".into());
+            }
+            if !o.map.renames() {
+                return Err("--scratch-is-source-cluster needs --ns-from/--ns-to: the drill must not write the source's own namespaces".into());
+            }
+        }
+    }
+    target::prepare(&scratch, &o.map, true)
+        .await
+        .map_err(|e| format!("preparing the scratch target: {e}"))?;
+    clock.phase("prepare", report);
+
+    let loaded = load(
+        repo,
+        &scratch,
+        &plan,
+        o.restore.load,
+        LoadProgress::default().into(),
+    )
+    .await
+    .map_err(|e| format!("loading the snapshot: {e}"))?;
+    report.volumes.collections = loaded.collections;
+    report.volumes.documents = loaded.documents;
+    report.volumes.document_bytes = loaded.bytes;
+    clock.phase("load+index", report);
+
+    let replayed = replay(repo, &scratch, &plan, &o.map, o.restore.replay, |_| {})
+        .await
+        .map_err(|e| format!("replaying the oplog: {e}"))?;
+    report.volumes.oplog_entries_replayed = replayed.applied_writes + replayed.applied_commands;
+    let restored_to = replayed.last_applied.unwrap_or(plan.replay_after);
+    report.restored_to = Some(format_ts(restored_to));
+    clock.phase("replay", report);
+
+    // The RTO is the restore itself: plan through replay.
+    let restore_seconds: f64 = report.phases.iter().map(|p| p.seconds).sum();
+    let load_seconds = report
+        .phases
+        .iter()
+        .find(|p| p.name == "load+index")
+        .map(|p| p.seconds)
+        .unwrap_or(0.0);
+    let scale = if loaded.bytes > 0 {
+        report.volumes.full_snapshot_bytes as f64 / loaded.bytes as f64
+    } else {
+        1.0
+    };
+    let projected = restore_seconds + load_seconds * (scale - 1.0).max(0.0);
+    report.rto.measured_seconds = Some(restore_seconds);
+    report.rto.projected_seconds = Some(projected);
+    report.rto.met = restore_seconds <= o.rto_seconds && projected <= o.rto_seconds;
+
+    let exact = RestorePoint::Exact(restored_to);
+    match &source {
+        Some(source) => {
+            let at = mongodb::bson::Timestamp {
+                time: restored_to.t,
+                increment: restored_to.i,
+            };
+            let data = verify_data::verify(source, &scratch, exact, at, &o.map)
+                .await
+                .map_err(|e| format!("verification: {e}"))?;
+            for n in &data.namespaces {
+                let mut details = n.mismatches.clone();
+                details.extend(n.not_verifiable.iter().cloned());
+                if let Some(d) = &n.documents {
+                    details.push(format!(
+                        "{} documents, sha256 {}",
+                        d.target_count,
+                        short(&d.target_sha256)
+                    ));
+                    if let Some((_, want)) =
+                        o.expect_sha256.iter().find(|(ns, _)| *ns == n.source_ns)
+                    {
+                        if !d.target_sha256.eq_ignore_ascii_case(want) {
+                            details
+                                .push(format!("expected sha256 {} (--expect-sha256)", short(want)));
+                            report.verification.push(NamespaceCheck {
+                                ns: n.source_ns.clone(),
+                                method: "source-at-T".into(),
+                                status: "mismatch".into(),
+                                details,
+                            });
+                            continue;
+                        }
+                    }
+                }
+                report.verification.push(NamespaceCheck {
+                    ns: n.source_ns.clone(),
+                    method: "source-at-T".into(),
+                    status: serde_json::to_value(n.status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
+                    details,
+                });
+            }
+        }
+        None => {
+            // The snapshot's record: every collection exists with its indexes.
+            for c in &plan.collections {
+                let (db, coll) = c.target_ns.split_once('.').unwrap_or((&c.target_ns, ""));
+                let exists = scratch
+                    .database(db)
+                    .list_collection_names()
+                    .await
+                    .map_err(|e| format!("verification: listing {db}: {e}"))?
+                    .iter()
+                    .any(|n| n == coll);
+                report.verification.push(NamespaceCheck {
+                    ns: c.entry.ns.clone(),
+                    method: "snapshot-record".into(),
+                    status: if exists { "match" } else { "mismatch" }.into(),
+                    details: vec![if exists {
+                        "collection present (documents not compared: no source)".into()
+                    } else {
+                        "collection missing on the scratch target".into()
+                    }],
+                });
+            }
+        }
+    }
+    clock.phase("verify", report);
+
+    if !o.keep {
+        target::prepare(&scratch, &o.map, true)
+            .await
+            .map_err(|e| format!("cleaning up the scratch target: {e}"))?;
+    }
+    clock.phase("cleanup", report);
+
+    let failed: Vec<String> = report
+        .verification
+        .iter()
+        .filter(|c| c.status == "mismatch")
+        .map(|c| format!("{} differs: {}", c.ns, c.details.join("; ")))
+        .collect();
+    if !failed.is_empty() {
+        report.verdict = Verdict::VerificationFailed;
+        report.reasons.extend(failed);
+    } else if !report.rto.met || !report.rpo.met {
+        report.verdict = Verdict::TargetMissed;
+        if !report.rto.met {
+            report.reasons.push(format!(
+                "RTO missed: restore took {:.1} s (projected {:.1} s at full size) against {:.0} s",
+                restore_seconds, projected, o.rto_seconds
+            ));
+        }
+        if !report.rpo.met {
+            report.reasons.push(format!(
+                "RPO missed: the newest restorable point trailed now by {:.0} s against {:.0} s",
+                report.rpo.measured_seconds.unwrap_or(f64::INFINITY),
+                o.rpo_seconds
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether two clients reach the same replica set (same set name and a shared member).
+async fn same_cluster(a: &Client, b: &Client) -> Result<bool, String> {
+    let hello = |c: Client| async move {
+        c.database("admin")
+            .run_command(doc! {"hello": 1})
+            .await
+            .map_err(|e| format!("hello: {e}"))
+    };
+    let (ha, hb) = (hello(a.clone()).await?, hello(b.clone()).await?);
+    let hosts = |h: &mongodb::bson::Document| -> Vec<String> {
+        h.get_array("hosts")
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (set_a, set_b) = (ha.get_str("setName").ok(), hb.get_str("setName").ok());
+    let shared = hosts(&ha).iter().any(|h| hosts(&hb).contains(h));
+    Ok(set_a.is_some() && set_a == set_b && shared)
+}
+
+fn short(hex: &str) -> &str {
+    &hex[..hex.len().min(12)]
+}
