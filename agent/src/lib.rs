@@ -5,10 +5,12 @@
 //!
 //! - [`capture`]: oplog source → batcher (majority-committed, cut by size and time) → sink
 //!   (seal and store in order).
+//! - [`kafka`]: Kafka consumer-group offsets: observation → checkpoint/changes → sink.
 //! - [`metrics`]: counters and gauges, Prometheus text and `/status` JSON.
 
 pub mod capture;
 pub mod http;
+pub mod kafka;
 pub mod lease;
 pub mod metrics;
 pub mod retention;

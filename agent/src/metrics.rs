@@ -2,8 +2,10 @@
 //! Prometheus text format for `/metrics` and as JSON for `/status`. Plain atomics: the hot path
 //! pays one relaxed add per event.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 
 use mc_core::format::OplogTs;
 use serde::Serialize;
@@ -39,6 +41,69 @@ pub struct Metrics {
     pub last_snapshot_duration_ms: AtomicU64,
     pub snapshots_taken: AtomicU64,
     pub snapshot_errors: AtomicU64,
+    /// Kafka consumer-group offset capture.
+    pub kafka: KafkaMetrics,
+}
+
+/// The Kafka offset capture's metrics (rendered only once it runs).
+#[derive(Debug, Default)]
+pub struct KafkaMetrics {
+    /// 1 once Kafka capture has started in this process.
+    pub enabled: AtomicU64,
+    /// Successful capture cycles.
+    pub cycles: AtomicU64,
+    /// Time of the newest successful cycle, Unix ms.
+    pub last_cycle_ms: AtomicI64,
+    /// Groups seen by the newest successful cycle.
+    pub groups_tracked: AtomicU64,
+    /// Failed capture cycles (each is retried with backoff).
+    pub capture_errors: AtomicU64,
+    /// Failed segment writes (each is retried).
+    pub upload_errors: AtomicU64,
+    pub segments_uploaded: AtomicU64,
+    /// Time of the newest durable capture cycle, Unix ms (0: none yet).
+    pub durable_ms: AtomicI64,
+    /// Lag (sum over partitions of high − committed) of each group at the newest cycle.
+    pub lag: Mutex<BTreeMap<String, i64>>,
+}
+
+impl KafkaMetrics {
+    /// Takes in one successful cycle: groups tracked and their lag.
+    pub fn record_cycle(&self, obs: &crate::kafka::source::Observation) {
+        self.groups_tracked.store(obs.groups.len() as u64, Relaxed);
+        let lags: BTreeMap<String, i64> = obs
+            .groups
+            .iter()
+            .map(|(g, parts)| {
+                let lag = parts
+                    .iter()
+                    .filter(|p| p.high >= 0)
+                    .map(|p| (p.high - p.committed).max(0))
+                    .sum();
+                (g.clone(), lag)
+            })
+            .collect();
+        if let Ok(mut map) = self.lag.lock() {
+            *map = lags;
+        }
+        self.last_cycle_ms
+            .fetch_max(i64::try_from(obs.time_ms).unwrap_or(i64::MAX), Relaxed);
+        self.cycles.fetch_add(1, Relaxed);
+    }
+
+    /// now − time of the newest durable cycle, when there is one.
+    pub fn rpo_seconds(&self) -> Option<f64> {
+        let ms = self.durable_ms.load(Relaxed);
+        (ms > 0).then(|| ((chrono::Utc::now().timestamp_millis() - ms) as f64 / 1000.0).max(0.0))
+    }
+}
+
+/// A label value in the Prometheus text format.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn pack(ts: OplogTs) -> u64 {
@@ -228,6 +293,53 @@ impl Metrics {
             self.rpo_seconds()
                 .map_or("-1".into(), |r| format!("{r:.3}")),
         );
+        let k = &self.kafka;
+        if k.enabled.load(Relaxed) == 1 {
+            metric(
+                "mc_kafka_groups_tracked",
+                "gauge",
+                "Consumer groups whose offsets the newest Kafka capture cycle recorded.",
+                c(&k.groups_tracked),
+            );
+            metric(
+                "mc_kafka_capture_errors_total",
+                "counter",
+                "Failed Kafka capture cycles (broker unreachable or a request failed; retried with backoff).",
+                c(&k.capture_errors),
+            );
+            metric(
+                "mc_kafka_upload_errors_total",
+                "counter",
+                "Failed writes of Kafka offset segments (each is retried).",
+                c(&k.upload_errors),
+            );
+            metric(
+                "mc_kafka_segments_uploaded_total",
+                "counter",
+                "Kafka offset segments made durable.",
+                c(&k.segments_uploaded),
+            );
+            metric(
+                "mc_kafka_rpo_seconds",
+                "gauge",
+                "Now minus the time of the newest durable Kafka capture cycle (-1 before the first).",
+                k.rpo_seconds().map_or("-1".into(), |r| format!("{r:.3}")),
+            );
+            let name = "mc_kafka_group_lag";
+            let _ = writeln!(
+                out,
+                "# HELP {name} Sum over the group's partitions of high watermark minus committed offset, at the newest cycle.\n# TYPE {name} gauge"
+            );
+            if let Ok(lags) = k.lag.lock() {
+                for (group, lag) in lags.iter() {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{source=\"{source}\",group=\"{}\"}} {lag}",
+                        escape_label(group)
+                    );
+                }
+            }
+        }
         out
     }
 }

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::capture::oplog::OplogSource;
 use crate::capture::{self, CaptureError, CaptureSettings};
+use crate::kafka::{self, KafkaCaptureSettings};
 use crate::lease::{Lease, LeaseStore};
 use crate::metrics::Metrics;
 use crate::snapshot::{self, SnapshotPlan};
@@ -25,6 +26,8 @@ pub struct AgentParts {
     pub capture: CaptureSettings,
     /// Scheduled snapshots; `None` captures only.
     pub snapshots: Option<SnapshotPlan>,
+    /// Kafka consumer-group offset capture (the policy's `kafka:`); `None`: not captured.
+    pub kafka: Option<KafkaCaptureSettings>,
     /// The capture lease; `None` for a single agent.
     pub lease: Option<LeaseStore>,
     /// This agent's name in the lease and in segment headers.
@@ -42,6 +45,7 @@ pub async fn run(
         source,
         capture: settings,
         snapshots,
+        kafka,
         lease,
         holder,
         metrics,
@@ -49,8 +53,12 @@ pub async fn run(
     let Some(store) = lease else {
         metrics.lease_held.store(1, Relaxed);
         let snapshots = spawn_snapshots(&repo, &source, snapshots, &metrics, shutdown.clone());
+        let kafka = spawn_kafka(&repo, &source, kafka, &metrics, shutdown.clone());
         let result = capture::run(repo, source, settings, metrics, shutdown).await;
         if let Some(task) = snapshots {
+            let _ = task.await;
+        }
+        if let Some(task) = kafka {
             let _ = task.await;
         }
         result?;
@@ -81,6 +89,7 @@ pub async fn run(
             source: &source,
             settings: &settings,
             snapshots: &snapshots,
+            kafka: &kafka,
             metrics: &metrics,
         };
         let result = hold(parts, &store, &lease, &mut shutdown).await;
@@ -96,6 +105,7 @@ struct Held<'a> {
     source: &'a OplogSource,
     settings: &'a CaptureSettings,
     snapshots: &'a Option<SnapshotPlan>,
+    kafka: &'a Option<KafkaCaptureSettings>,
     metrics: &'a Arc<Metrics>,
 }
 
@@ -112,6 +122,7 @@ async fn hold(
         source,
         settings,
         snapshots,
+        kafka,
         metrics,
     } = parts;
     let snapshots = snapshots.clone();
@@ -130,6 +141,13 @@ async fn hold(
         metrics,
         stop_rx.clone(),
     ));
+    // Kafka offsets too are written only while the lease holds; on shutdown the open segment is
+    // sealed before the lease is released, on loss the task is aborted.
+    let kafka = kafka.clone().map(|mut k| {
+        k.writer.fence = lease.fence;
+        k
+    });
+    let mut kafka = AbortOnDrop(spawn_kafka(repo, source, kafka, metrics, stop_rx.clone()));
     let mut task = tokio::spawn(capture::run(
         repo.clone(),
         source.clone(),
@@ -151,6 +169,9 @@ async fn hold(
             _ = shutdown.changed() => {
                 let _ = stop_tx.send(true);
                 let result = (&mut task).await;
+                if let Some(k) = kafka.0.take() {
+                    let _ = k.await;
+                }
                 match store.release(lease).await {
                     Ok(_) => tracing::info!(fence = lease.fence, "released the capture lease"),
                     Err(e) => tracing::warn!(error = %e, "could not release the lease; it expires by itself"),
@@ -191,6 +212,24 @@ fn spawn_snapshots(
             repo.clone(),
             source.clone(),
             plan,
+            metrics.clone(),
+            stop,
+        ))
+    })
+}
+
+fn spawn_kafka(
+    repo: &Repository,
+    source: &OplogSource,
+    settings: Option<KafkaCaptureSettings>,
+    metrics: &Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    settings.map(|settings| {
+        tokio::spawn(kafka::run(
+            repo.clone(),
+            settings,
+            Some(source.clone()),
             metrics.clone(),
             stop,
         ))

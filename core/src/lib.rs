@@ -10,6 +10,8 @@
 //! - [`catalog`]: object names, the index of segments, the `Timeline` of a source, verification.
 //! - [`policy`]: the YAML backup policy of one protected system (`docs/policies.md`), its
 //!   checks and its secret references.
+//! - [`kafka`]: a small blocking Kafka client (groups, committed offsets, watermarks, commits)
+//!   for the offset capture and the offset reset.
 //! - [`logging`], [`cli`]: what the binaries share at their edges.
 //!
 //! The repository format is specified in `docs/format.md`; the way the pieces fit together is
@@ -19,6 +21,7 @@ pub mod catalog;
 pub mod cli;
 pub mod crypto;
 pub mod format;
+pub mod kafka;
 pub mod logging;
 pub mod policy;
 pub mod storage;

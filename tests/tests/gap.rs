@@ -58,6 +58,7 @@ async fn capture_once(
         source,
         capture: capture_settings(source_id, dir),
         snapshots: Some(plan),
+        kafka: None,
         lease: None,
         holder: "test".into(),
         metrics: metrics.clone(),

@@ -59,6 +59,7 @@ async fn start(repo: &Repository, source_id: &str, holder: &str, spool: &std::pa
         source,
         capture: settings,
         snapshots: None,
+        kafka: None,
         lease: Some(lease),
         holder: holder.into(),
         metrics: metrics.clone(),

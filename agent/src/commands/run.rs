@@ -12,6 +12,7 @@ use mc_agent::capture::batcher::CutRules;
 use mc_agent::capture::oplog::OplogSource;
 use mc_agent::capture::upload::UploadSettings;
 use mc_agent::capture::CaptureSettings;
+use mc_agent::kafka::KafkaCaptureSettings;
 use mc_agent::lease::LeaseStore;
 use mc_agent::metrics::Metrics;
 use mc_agent::snapshot::{SnapshotPlan, SnapshotSettings};
@@ -84,6 +85,22 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
         schedule: Some(policy.snapshots.schedule.clone()),
         retention: Some(crate::keep_rules(&policy)),
     };
+    let kafka = match (&policy.kafka, policy.kafka_bootstrap_servers()?) {
+        (Some(k), Some(servers)) => Some(KafkaCaptureSettings {
+            bootstrap: servers.join(","),
+            groups: k.groups.clone(),
+            interval: k.interval,
+            segment_span: KafkaCaptureSettings::default_span(k.interval, policy.objectives.rpo),
+            request_timeout: Duration::from_secs(10),
+            source: source_id.clone(),
+            writer: WriterInfo {
+                id: holder.clone(),
+                fence: 0,
+            },
+            zstd_level: policy.capture.zstd_level,
+        }),
+        _ => None,
+    };
     let metrics = Arc::new(Metrics::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
@@ -114,6 +131,7 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
         repository = %url,
         metrics = %format!("http://{addr}/metrics"),
         lease = lease.is_some(),
+        kafka = kafka.is_some(),
         "mc-agent running"
     );
 
@@ -122,6 +140,7 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
         source,
         capture: settings,
         snapshots: Some(snapshot_plan),
+        kafka,
         lease,
         holder,
         metrics,

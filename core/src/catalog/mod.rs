@@ -4,6 +4,7 @@
 //! turns oplog segments into continuous runs and gaps; [`verify`] checks every object.
 
 pub mod index;
+pub mod kafka;
 pub mod names;
 pub mod retention;
 pub mod snapshots;
