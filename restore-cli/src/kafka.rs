@@ -256,6 +256,52 @@ pub async fn offsets_at(
     Err(no_offsets())
 }
 
+/// An unbroken stretch of Kafka offset capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct KafkaRun {
+    pub first_ms: u64,
+    pub last_ms: u64,
+    pub segments: usize,
+}
+
+/// The runs of a source's offset stream, oldest first; between two runs capture missed cycles
+/// (agent stopped, broker unreachable): points there get the offsets of the earlier run's end.
+pub async fn coverage(
+    repo: &Repository,
+    source_id: &str,
+) -> Result<Vec<KafkaRun>, KafkaRestoreError> {
+    let catalog = Catalog::load(repo, source_id, StreamKind::KafkaOffsets).await?;
+    let mut ranges: Vec<KafkaOffsetsRange> = Vec::new();
+    for entry in &catalog.segments {
+        ranges.push(serde_json::from_value(entry.range.clone()).map_err(|e| {
+            KafkaRestoreError::BadRecord(format!(
+                "segment {}: bad kafka-offsets range: {e}",
+                entry.key
+            ))
+        })?);
+    }
+    ranges.sort_by_key(|r| (r.first_ms, r.last_ms));
+    let mut runs: Vec<(KafkaRun, KafkaOffsetsRange)> = Vec::new();
+    for r in ranges {
+        match runs.last_mut() {
+            Some((run, last)) if last.continued_by(&r) => {
+                run.last_ms = run.last_ms.max(r.last_ms);
+                run.segments += 1;
+                *last = r;
+            }
+            _ => runs.push((
+                KafkaRun {
+                    first_ms: r.first_ms,
+                    last_ms: r.last_ms,
+                    segments: 1,
+                },
+                r,
+            )),
+        }
+    }
+    Ok(runs.into_iter().map(|(run, _)| run).collect())
+}
+
 /// `--topic-map SOURCE=TARGET`: recorded topic names to the target cluster's.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TopicMap(pub BTreeMap<String, String>);

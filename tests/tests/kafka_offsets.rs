@@ -369,6 +369,19 @@ async fn offsets_restored_to_each_recorded_moment() {
     let (repo, keyring) = repo_args(dir.path());
     let bootstrap = kafka_bootstrap();
 
+    // `mc-restore list` shows the offset stream's runs.
+    let out = mc_restore(
+        &["list", "--repo", &repo, "--source", &source_id, "--json"],
+        &keyring,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON list");
+    let runs = listed["kafka_offsets"]
+        .as_array()
+        .expect("kafka_offsets runs");
+    assert_eq!(runs.len(), 1, "one unbroken run: {listed}");
+    assert!(runs[0]["first_ms"].as_i64().unwrap() <= recorded[0].0);
+
     // A dry run plans and changes nothing.
     let at0 = rfc3339(recorded[0].0);
     let out = mc_restore(

@@ -73,6 +73,7 @@ pub async fn run(
             source: settings.source.clone(),
             writer: settings.writer.clone(),
             zstd_level: settings.zstd_level,
+            interval_ms: u64::try_from(settings.interval.as_millis()).unwrap_or(u64::MAX),
         },
         rx,
         metrics.clone(),

@@ -21,6 +21,8 @@ pub struct SinkSettings {
     pub source: String,
     pub writer: WriterInfo,
     pub zstd_level: i32,
+    /// The capture interval, ms, recorded in each segment's range.
+    pub interval_ms: u64,
 }
 
 /// Stores batches in the order they arrive until the channel closes.
@@ -95,6 +97,7 @@ async fn store(
         first_ms: batch.first_ms,
         last_ms: batch.last_ms,
         count: batch.records.len() as u64,
+        interval_ms: settings.interval_ms,
     };
     let records = batch
         .records

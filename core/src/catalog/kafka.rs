@@ -69,6 +69,19 @@ pub struct KafkaOffsetsRange {
     pub last_ms: u64,
     /// Records in the segment.
     pub count: u64,
+    /// The capture interval the agent ran with, ms (0 when unknown): consecutive segments are
+    /// one unbroken run when the next starts within about one interval of this one's end.
+    #[serde(default)]
+    pub interval_ms: u64,
+}
+
+impl KafkaOffsetsRange {
+    /// Whether `next` (starting later) continues this segment without a missed cycle: it starts
+    /// within two intervals (at least 2 s) of this one's last cycle.
+    pub fn continued_by(&self, next: &KafkaOffsetsRange) -> bool {
+        let slack = (2 * self.interval_ms.max(next.interval_ms)).max(2000);
+        next.first_ms <= self.last_ms.saturating_add(slack)
+    }
 }
 
 /// Whether `group` matches any of `patterns` (`*`: any run of characters, `?`: one character).

@@ -13,6 +13,7 @@ pub async fn run(opts: &SourceOpts, json: bool) -> anyhow::Result<()> {
     let snapshots = list_snapshots(&repo, &source).await?;
     let windows = restorable_windows(&snapshots, &timeline);
     let newest = windows.iter().map(|w| w.to).max();
+    let kafka = mc_restore::kafka::coverage(&repo, &source).await?;
     if json {
         let out = serde_json::json!({
             "source": source,
@@ -25,6 +26,7 @@ pub async fn run(opts: &SourceOpts, json: bool) -> anyhow::Result<()> {
             "windows": windows,
             "gaps": timeline.gaps,
             "newest_restorable": newest,
+            "kafka_offsets": kafka,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -59,6 +61,21 @@ pub async fn run(opts: &SourceOpts, json: bool) -> anyhow::Result<()> {
                 "  after {} before {}",
                 format_ts(g.after),
                 format_ts(g.before)
+            );
+        }
+    }
+    if !kafka.is_empty() {
+        let ms = |v: u64| mc_restore::point::format_ms(i64::try_from(v).unwrap_or(i64::MAX));
+        println!(
+            "kafka offsets captured ({} run(s); between runs, cycles were missed):",
+            kafka.len()
+        );
+        for r in &kafka {
+            println!(
+                "  {} .. {}  {} segment(s)",
+                ms(r.first_ms),
+                ms(r.last_ms),
+                r.segments
             );
         }
     }
