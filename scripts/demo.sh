@@ -36,8 +36,14 @@ for _ in $(seq 300); do
 done
 curl -fs "$STATUS/readyz" || { cat "$DEMO/agent.log"; echo "demo: the agent never became ready" >&2; exit 1; }
 
-say "workload: 10 s of inserts, updates, deletes and transactions at 300 ops/s"
-RESULT=$("$BIN/mc-loadgen" --db demo --rate 300 --duration 10s)
+say "workload: 5 s of inserts, updates, deletes and transactions at 300 ops/s"
+"$BIN/mc-loadgen" --db demo --rate 300 --duration 5s
+
+say "a base snapshot while the agent captures (mc-agent snapshot)"
+"$BIN/mc-agent" snapshot --policy "$POLICY"
+
+say "workload: 5 s more after the snapshot"
+RESULT=$("$BIN/mc-loadgen" --db demo --rate 300 --duration 5s)
 echo "$RESULT"
 LAST=$(sed -E 's/.*"last_ts":"([0-9.]+)".*/\1/' <<<"$RESULT")
 
@@ -68,3 +74,11 @@ say "what can be restored"
 say "restore the newest point into demo_restored, next to the original"
 "$BIN/mc-restore" --at latest --policy "$POLICY" --target "$MC_TEST_MONGODB_URI" \
   --ns 'demo.*' --ns-from demo --ns-to demo_restored --drop
+
+say "prove it: demo_restored against the source (snapshot reads at the same cluster time)"
+"$BIN/mc-restore" verify-data --at latest --source-uri "$MC_TEST_MONGODB_URI" \
+  --target "$MC_TEST_MONGODB_URI" --ns 'demo.*' --ns-from demo --ns-to demo_restored
+
+say "a recovery drill: timed, verified, judged against the policy's RTO/RPO (report in $DEMO/drills)"
+"$BIN/mc-restore" drill --policy "$POLICY" --scratch "$MC_TEST_MONGODB_URI" \
+  --scratch-is-source-cluster --ns 'demo.*' --ns-from demo --ns-to demo_drill --out "$DEMO/drills"

@@ -66,7 +66,7 @@ pub async fn run(repo: &Repository, o: &DrillOptions) -> DrillReport {
         source: o.source_id.clone(),
         verdict: Verdict::Pass,
         reasons: Vec::new(),
-        started: started.to_rfc3339(),
+        started: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         finished: String::new(),
         point: o.point.to_string(),
         restored_to: None,
@@ -94,7 +94,7 @@ pub async fn run(repo: &Repository, o: &DrillOptions) -> DrillReport {
         report.verdict = Verdict::Error;
         report.reasons.push(e);
     }
-    report.finished = chrono::Utc::now().to_rfc3339();
+    report.finished = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let key = report_key(&id);
     match store(repo, &key, &report).await {
         Ok(()) => report.repository_key = Some(key),
@@ -265,15 +265,20 @@ async fn drill(
         .find(|p| p.name == "load+index")
         .map(|p| p.seconds)
         .unwrap_or(0.0);
-    let scale = if loaded.bytes > 0 {
-        report.volumes.full_snapshot_bytes as f64 / loaded.bytes as f64
+    // Scale the load to the newest snapshot's full size at the throughput this drill measured.
+    let projected = if loaded.bytes > 0 {
+        let scale = report.volumes.full_snapshot_bytes as f64 / loaded.bytes as f64;
+        Some(restore_seconds + load_seconds * (scale - 1.0).max(0.0))
     } else {
-        1.0
+        report.reasons.push(
+            "no documents were loaded (the snapshot holds none in scope), so the RTO at full size could not be projected from this drill".into(),
+        );
+        None
     };
-    let projected = restore_seconds + load_seconds * (scale - 1.0).max(0.0);
     report.rto.measured_seconds = Some(restore_seconds);
-    report.rto.projected_seconds = Some(projected);
-    report.rto.met = restore_seconds <= o.rto_seconds && projected <= o.rto_seconds;
+    report.rto.projected_seconds = projected;
+    report.rto.met =
+        restore_seconds <= o.rto_seconds && projected.is_none_or(|p| p <= o.rto_seconds);
 
     let exact = RestorePoint::Exact(restored_to);
     match &source {
@@ -367,8 +372,10 @@ async fn drill(
         report.verdict = Verdict::TargetMissed;
         if !report.rto.met {
             report.reasons.push(format!(
-                "RTO missed: restore took {:.1} s (projected {:.1} s at full size) against {:.0} s",
-                restore_seconds, projected, o.rto_seconds
+                "RTO missed: restore took {:.1} s (projected {} at full size) against {:.0} s",
+                restore_seconds,
+                projected.map_or("-".into(), |p| format!("{p:.1} s")),
+                o.rto_seconds
             ));
         }
         if !report.rpo.met {

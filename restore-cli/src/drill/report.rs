@@ -184,7 +184,7 @@ impl DrillReport {
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"/><title>Drill {id}: {word}</title>\n<style>body{{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;color:#1f2328}}\
 .verdict{{background:{color};color:#fff;padding:1em 1.5em;border-radius:8px;font-size:1.6em}}\
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #d0d7de;padding:4px 10px;text-align:left}}\
-.ok{{color:#1a7f37;font-weight:bold}}.bad{{color:#cf222e;font-weight:bold}}code,pre{{background:#f6f8fa;padding:2px 4px}}</style></head><body>\n\
+.ok{{color:#1a7f37;font-weight:bold}}.bad{{color:#cf222e;font-weight:bold}}code,pre{{background:#f6f8fa;padding:2px 4px}}pre{{white-space:pre-wrap;word-break:break-all}}</style></head><body>\n\
 <div class=\"verdict\" id=\"verdict\">{word}</div>\n<p>{system} · source <code>{source}</code> · drill <code>{id}</code> · {started} → {finished}</p>\n",
             id = esc(&self.id),
             word = esc(self.verdict.word()),
