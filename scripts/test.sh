@@ -7,6 +7,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/services.sh up
 eval "$(scripts/services.sh env)"
+# kustomize (kubectl), Helm's SDK and the Kubernetes schemas for tests/tests/deploy.rs.
+scripts/deploy-tools.sh install
 
 # Integration tests run the real binaries (mc-agent, mc-restore, mc-loadgen) from target/debug.
 cargo build --workspace --bins --quiet
