@@ -155,6 +155,23 @@ pub async fn prepare(
     Ok(dropped)
 }
 
+/// How many replay partitions suit the target: its CPU cores (`hostInfo`), 2 to 8. Measured on
+/// 2 cores, 2 partitions beat both 1 and 4+ (docs/performance.md); a user without the
+/// `hostInfo` privilege gets 2.
+pub async fn replay_workers(client: &Client) -> usize {
+    let cores = client
+        .database("admin")
+        .run_command(doc! {"hostInfo": 1})
+        .await
+        .ok()
+        .and_then(|h| {
+            h.get_document("system")
+                .ok()
+                .and_then(|s| s.get_i32("numCores").ok())
+        });
+    cores.map_or(2, |n| usize::try_from(n).unwrap_or(2).clamp(2, 8))
+}
+
 /// A MongoDB URI with any password replaced by `***`.
 pub fn redact(uri: &str) -> String {
     match (uri.find("://"), uri.rfind('@')) {

@@ -21,7 +21,7 @@ use mc_restore::target;
 
 /// Throughputs the dry-run estimate assumes (measured, docs/performance.md).
 const ESTIMATE_LOAD_DOCS_PER_S: f64 = 40_000.0;
-const ESTIMATE_REPLAY_OPS_PER_S: f64 = 30_000.0;
+const ESTIMATE_REPLAY_OPS_PER_S: f64 = 25_000.0;
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
@@ -75,9 +75,9 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Parallel replay partitions.
-    #[arg(long, default_value_t = 4, value_name = "N")]
-    pub replay_workers: usize,
+    /// Parallel replay partitions (default: the target's CPU cores, from `hostInfo`, 2 to 8).
+    #[arg(long, value_name = "N")]
+    pub replay_workers: Option<usize>,
 
     /// Oplog entries per applyOps batch.
     #[arg(long, default_value_t = 1000, value_name = "N")]
@@ -156,7 +156,10 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         },
         replay: ReplaySettings {
             batch: args.replay_batch,
-            workers: args.replay_workers,
+            workers: match args.replay_workers {
+                Some(n) => n,
+                None => target::replay_workers(&client).await,
+            },
         },
     };
     let rb = replay_bar.clone();

@@ -249,7 +249,9 @@ async fn drill(
     report.volumes.document_bytes = loaded.bytes;
     clock.phase("load+index", report);
 
-    let replayed = replay(repo, &scratch, &plan, &o.map, o.restore.replay, |_| {})
+    let mut settings = o.restore.replay;
+    settings.workers = target::replay_workers(&scratch).await;
+    let replayed = replay(repo, &scratch, &plan, &o.map, settings, |_| {})
         .await
         .map_err(|e| format!("replaying the oplog: {e}"))?;
     report.volumes.oplog_entries_replayed = replayed.applied_writes + replayed.applied_commands;

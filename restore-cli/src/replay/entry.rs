@@ -207,7 +207,7 @@ impl Decoder {
                 let mut hasher = std::collections::hash_map::DefaultHasher::new();
                 target.hash(&mut hasher);
                 match id {
-                    Some(id) => format!("{id:?}").hash(&mut hasher),
+                    Some(id) => hash_id(id, &mut hasher),
                     None => return Err(format!("{op} on {ns} without _id")),
                 }
                 let mut entry = RawDocumentBuf::new();
@@ -358,6 +358,21 @@ impl Decoder {
 
 fn split(ns: &str) -> (&str, &str) {
     ns.split_once('.').unwrap_or((ns, ""))
+}
+
+/// Hashes an `_id` cheaply for the common types. The partition only needs every entry of one
+/// document to hash alike, and the oplog always carries a document's `_id` as stored (same
+/// type and bytes), so hashing the stored form is enough.
+fn hash_id(id: RawBsonRef<'_>, h: &mut impl Hasher) {
+    match id {
+        RawBsonRef::ObjectId(oid) => oid.bytes().hash(h),
+        RawBsonRef::Int32(i) => i64::from(i).hash(h),
+        RawBsonRef::Int64(i) => i.hash(h),
+        RawBsonRef::String(s) => s.hash(h),
+        RawBsonRef::Document(d) => d.as_bytes().hash(h),
+        RawBsonRef::Binary(b) => b.bytes.hash(h),
+        other => format!("{other:?}").hash(h),
+    }
 }
 
 fn first_key(o: &RawDocument) -> Result<String, String> {

@@ -62,7 +62,7 @@ impl Default for ReplaySettings {
     fn default() -> Self {
         Self {
             batch: 1000,
-            workers: 4,
+            workers: 2,
         }
     }
 }

@@ -66,8 +66,8 @@ struct Args {
     /// Oplog entries written after the snapshot (and replayed).
     #[arg(long, default_value_t = 100_000)]
     ops: i64,
-    /// Replay partitions.
-    #[arg(long, default_value_t = 4)]
+    /// Replay partitions (mc-restore's default is the target's cores, 2 to 8).
+    #[arg(long, default_value_t = 2)]
     workers: usize,
     /// Entries per applyOps.
     #[arg(long, default_value_t = 1000)]
