@@ -9,6 +9,7 @@
 //! - [`metrics`]: counters and gauges, Prometheus text and `/status` JSON.
 
 pub mod capture;
+pub mod drills;
 pub mod http;
 pub mod kafka;
 pub mod lease;

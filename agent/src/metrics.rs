@@ -43,6 +43,20 @@ pub struct Metrics {
     pub snapshot_errors: AtomicU64,
     /// Kafka consumer-group offset capture.
     pub kafka: KafkaMetrics,
+    /// Scheduled recovery drills.
+    pub drills: DrillMetrics,
+}
+
+/// Scheduled drills' results (all 0 until the first drill of this process finishes).
+#[derive(Debug, Default)]
+pub struct DrillMetrics {
+    pub runs: AtomicU64,
+    /// 1 if the newest drill passed, 0 otherwise.
+    pub last_success: AtomicU64,
+    /// The newest drill's RTO in ms: the larger of measured and projected.
+    pub last_rto_ms: AtomicU64,
+    /// Unix ms when the newest drill finished.
+    pub last_ms: AtomicI64,
 }
 
 /// The Kafka offset capture's metrics (rendered only once it runs).
@@ -271,6 +285,31 @@ impl Metrics {
             "gauge",
             "How long the newest base snapshot took.",
             (self.last_snapshot_duration_ms.load(Relaxed) as f64 / 1000.0).to_string(),
+        );
+        let d = &self.drills;
+        metric(
+            "mc_drills_total",
+            "counter",
+            "Scheduled recovery drills run by this agent.",
+            c(&d.runs),
+        );
+        metric(
+            "mc_drill_last_success",
+            "gauge",
+            "1 if the newest scheduled drill passed (verified, within RTO and RPO), else 0.",
+            c(&d.last_success),
+        );
+        metric(
+            "mc_drill_last_rto_seconds",
+            "gauge",
+            "RTO of the newest scheduled drill: the larger of measured and projected to full size.",
+            (d.last_rto_ms.load(Relaxed) as f64 / 1000.0).to_string(),
+        );
+        metric(
+            "mc_drill_last_timestamp_seconds",
+            "gauge",
+            "Unix time the newest scheduled drill finished (0: none yet).",
+            (d.last_ms.load(Relaxed) as f64 / 1000.0).to_string(),
         );
         let durable = unpack(self.durable_ts.load(Relaxed));
         metric(

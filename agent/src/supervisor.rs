@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::capture::oplog::OplogSource;
 use crate::capture::{self, CaptureError, CaptureSettings};
+use crate::drills::{self, DrillPlan};
 use crate::kafka::{self, KafkaCaptureSettings};
 use crate::lease::{Lease, LeaseStore};
 use crate::metrics::Metrics;
@@ -26,6 +27,8 @@ pub struct AgentParts {
     pub capture: CaptureSettings,
     /// Scheduled snapshots; `None` captures only.
     pub snapshots: Option<SnapshotPlan>,
+    /// Scheduled recovery drills (the policy's `drills:`); `None`: drills run only by hand.
+    pub drills: Option<DrillPlan>,
     /// Kafka consumer-group offset capture (the policy's `kafka:`); `None`: not captured.
     pub kafka: Option<KafkaCaptureSettings>,
     /// The capture lease; `None` for a single agent.
@@ -45,6 +48,7 @@ pub async fn run(
         source,
         capture: settings,
         snapshots,
+        drills,
         kafka,
         lease,
         holder,
@@ -53,6 +57,7 @@ pub async fn run(
     let Some(store) = lease else {
         metrics.lease_held.store(1, Relaxed);
         let snapshots = spawn_snapshots(&repo, &source, snapshots, &metrics, shutdown.clone());
+        let _drills = AbortOnDrop(spawn_drills(&repo, drills, &metrics, shutdown.clone()));
         let kafka = spawn_kafka(&repo, &source, kafka, &metrics, shutdown.clone());
         let result = capture::run(repo, source, settings, metrics, shutdown).await;
         if let Some(task) = snapshots {
@@ -89,6 +94,7 @@ pub async fn run(
             source: &source,
             settings: &settings,
             snapshots: &snapshots,
+            drills: &drills,
             kafka: &kafka,
             metrics: &metrics,
         };
@@ -105,6 +111,7 @@ struct Held<'a> {
     source: &'a OplogSource,
     settings: &'a CaptureSettings,
     snapshots: &'a Option<SnapshotPlan>,
+    drills: &'a Option<DrillPlan>,
     kafka: &'a Option<KafkaCaptureSettings>,
     metrics: &'a Arc<Metrics>,
 }
@@ -122,6 +129,7 @@ async fn hold(
         source,
         settings,
         snapshots,
+        drills,
         kafka,
         metrics,
     } = parts;
@@ -141,6 +149,8 @@ async fn hold(
         metrics,
         stop_rx.clone(),
     ));
+    // Drills too, so only one agent of a source drills at a time.
+    let _drills = AbortOnDrop(spawn_drills(repo, drills.clone(), metrics, stop_rx.clone()));
     // Kafka offsets too are written only while the lease holds; on shutdown the open segment is
     // sealed before the lease is released, on loss the task is aborted.
     let kafka = kafka.clone().map(|mut k| {
@@ -211,6 +221,22 @@ fn spawn_snapshots(
         tokio::spawn(snapshot::run_schedule(
             repo.clone(),
             source.clone(),
+            plan,
+            metrics.clone(),
+            stop,
+        ))
+    })
+}
+
+fn spawn_drills(
+    repo: &Repository,
+    plan: Option<DrillPlan>,
+    metrics: &Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    plan.map(|plan| {
+        tokio::spawn(drills::run_schedule(
+            repo.clone(),
             plan,
             metrics.clone(),
             stop,

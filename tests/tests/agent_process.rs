@@ -3,7 +3,6 @@
 //! workload writes. Afterwards the repository's timeline is one run whose entries are exactly
 //! the oplog's, each once, in order. Also checks the HTTP endpoints it serves.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,17 +12,10 @@ use mc_agent::capture::oplog::{to_bson_ts, to_ts, OplogSource};
 use mc_core::catalog::{Catalog, Repository, Timeline};
 use mc_core::format::{OplogTs, StreamKind};
 use mc_core::storage::local::LocalDir;
+use mc_tests::agent::{free_port, http_get};
 use mc_tests::*;
 use mongodb::bson::{doc, RawDocumentBuf};
 use tokio::sync::watch;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn write_policy(dir: &Path, source_id: &str, port: u16) -> std::path::PathBuf {
     let policy = format!(
@@ -57,21 +49,6 @@ http:
     let path = dir.join("policy.yaml");
     std::fs::write(&path, policy).unwrap();
     path
-}
-
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((status, body))
 }
 
 fn newest_durable(port: u16) -> Option<OplogTs> {

@@ -59,6 +59,7 @@ async fn capture_once(
         capture: capture_settings(source_id, dir),
         snapshots: Some(plan),
         kafka: None,
+        drills: None,
         lease: None,
         holder: "test".into(),
         metrics: metrics.clone(),

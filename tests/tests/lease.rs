@@ -60,6 +60,7 @@ async fn start(repo: &Repository, source_id: &str, holder: &str, spool: &std::pa
         capture: settings,
         snapshots: None,
         kafka: None,
+        drills: None,
         lease: Some(lease),
         holder: holder.into(),
         metrics: metrics.clone(),

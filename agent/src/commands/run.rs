@@ -101,6 +101,31 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
         }),
         _ => None,
     };
+    let drills = match (&policy.drills, policy.drill_scratch_uri()?) {
+        (Some(d), Some(scratch)) => Some(mc_agent::drills::DrillPlan {
+            schedule: d.schedule.clone(),
+            options: mc_restore::drill::DrillOptions {
+                system: policy.name.clone(),
+                source_id: source_id.clone(),
+                point: mc_restore::point::RestorePoint::Latest,
+                scratch_uri: scratch.expose().to_owned(),
+                source_uri: Some(policy.mongodb_uri()?.expose().to_owned()),
+                map: mc_restore::namespaces::NamespaceMap::default(),
+                keep: d.keep,
+                scratch_is_source_cluster: false,
+                rto_seconds: policy.objectives.rto.as_secs_f64(),
+                rpo_seconds: policy.objectives.rpo.as_secs_f64(),
+                restore: mc_restore::restore::RestoreOptions::default(),
+                expect_sha256: Vec::new(),
+                command: format!(
+                    "mc-restore drill --policy {} --scratch <drills.scratch_uri>",
+                    policy.file().display()
+                ),
+            },
+        }),
+        _ => None,
+    };
+    let drills_scheduled = drills.is_some();
     let metrics = Arc::new(Metrics::default());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
@@ -132,6 +157,7 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
         metrics = %format!("http://{addr}/metrics"),
         lease = lease.is_some(),
         kafka = kafka.is_some(),
+        drills = drills_scheduled,
         "mc-agent running"
     );
 
@@ -140,6 +166,7 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
         source,
         capture: settings,
         snapshots: Some(snapshot_plan),
+        drills,
         kafka,
         lease,
         holder,
