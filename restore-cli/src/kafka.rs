@@ -18,7 +18,7 @@
 //! MongoDB + Kafka restore makes with the same restore point.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mc_core::catalog::kafka::{matches_any, KafkaOffsetsRange, OffsetRecord, PartitionOffsets};
@@ -569,6 +569,17 @@ pub async fn apply(
     plan: KafkaResetPlan,
     options: &KafkaResetOptions,
 ) -> Result<KafkaResetReport, KafkaRestoreError> {
+    apply_recording(plan, options, Arc::default()).await
+}
+
+/// [`apply`], appending to `reset` the name of each group once its offsets are committed and
+/// read back: after an error, `reset` says exactly which groups were reset (groups are
+/// committed one after another, and none before every group is known to be inactive).
+pub async fn apply_recording(
+    plan: KafkaResetPlan,
+    options: &KafkaResetOptions,
+    reset: Arc<Mutex<Vec<String>>>,
+) -> Result<KafkaResetReport, KafkaRestoreError> {
     let client = connect(options).await?;
     let names: Vec<String> = plan.groups.iter().map(|g| g.group.clone()).collect();
     let deadline = options
@@ -629,6 +640,10 @@ pub async fn apply(
                 }
                 n += 1;
             }
+            reset
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(g.group.clone());
             tracing::info!(group = %g.group, partitions = g.partitions.len(), "consumer group offsets reset");
         }
         Ok(n)

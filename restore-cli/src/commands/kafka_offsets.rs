@@ -1,7 +1,8 @@
 //! `mc-restore kafka-offsets --at T --groups 'orders-*' --bootstrap HOST:PORT`: reset consumer
 //! groups to the offsets they had committed in the last capture at or before T. `--dry-run`
 //! prints the plan (group, topic, partition, current committed, target, delta) and changes
-//! nothing. The work is `mc_restore::kafka`.
+//! nothing. The work is `mc_restore::kafka`; the helpers here (bootstrap from the policy, options,
+//! the plan's text, the command line) are shared with `mc-restore --at T --kafka-groups …`.
 
 use std::time::Duration;
 
@@ -9,7 +10,9 @@ use anyhow::Context;
 use clap::Args;
 use mc_core::cli::SourceOpts;
 use mc_core::policy::Policy;
-use mc_restore::kafka::{format_table, reset_offsets, KafkaPoint, KafkaResetOptions, TopicMap};
+use mc_restore::kafka::{
+    format_table, reset_offsets, KafkaPoint, KafkaResetOptions, KafkaResetPlan, TopicMap,
+};
 use mc_restore::point::RestorePoint;
 
 #[derive(Debug, Args)]
@@ -56,40 +59,54 @@ fn parse_point(s: &str) -> Result<RestorePoint, mc_restore::point::BadPoint> {
     s.parse()
 }
 
-fn parse_wait(s: &str) -> Result<Duration, String> {
+/// A duration flag (`--wait-inactive`, `--timeout`, `--kafka-wait-inactive`): `30s`, `5m`, …
+pub fn parse_wait(s: &str) -> Result<Duration, String> {
     mc_core::policy::parse_duration(s)
 }
 
-pub async fn run(args: KafkaOffsetsArgs) -> anyhow::Result<i32> {
-    let bootstrap = match (&args.bootstrap, &args.source.policy) {
-        (Some(b), _) => b.clone(),
+/// The cluster to reset: `explicit` (given with `flag`), else the policy's
+/// `kafka.bootstrap_servers`.
+pub fn resolve_bootstrap(
+    explicit: Option<&str>,
+    source: &SourceOpts,
+    flag: &str,
+) -> anyhow::Result<String> {
+    match (explicit, &source.policy) {
+        (Some(b), _) => Ok(b.to_owned()),
         (None, Some(path)) => Policy::load(path)?
             .kafka_bootstrap_servers()?
             .map(|s| s.join(","))
             .with_context(|| {
                 format!(
-                    "{} has no kafka section: pass --bootstrap HOST:PORT",
+                    "{} has no kafka section: pass {flag} HOST:PORT",
                     path.display()
                 )
-            })?,
-        (None, None) => anyhow::bail!("no Kafka cluster given: pass --bootstrap HOST:PORT"),
-    };
-    let (repo, source) = args.source.open().await?;
-    let options = KafkaResetOptions {
-        bootstrap,
-        groups: args.groups.clone(),
-        dry_run: args.dry_run,
-        wait_inactive: args.wait_inactive,
-        topic_map: TopicMap::parse(&args.topic_map)?,
-        timeout: args.timeout,
-    };
-    let point = KafkaPoint::from(args.at);
-    let report = reset_offsets(&repo, &source, point, &options).await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(0);
+            }),
+        (None, None) => anyhow::bail!("no Kafka cluster given: pass {flag} HOST:PORT"),
     }
-    let plan = &report.plan;
+}
+
+/// The library's options from the Kafka flags (`--topic-map` entries parsed here).
+pub fn reset_options(
+    bootstrap: String,
+    groups: &[String],
+    topic_map: &[String],
+    wait_inactive: Option<Duration>,
+    timeout: Duration,
+    dry_run: bool,
+) -> anyhow::Result<KafkaResetOptions> {
+    Ok(KafkaResetOptions {
+        bootstrap,
+        groups: groups.to_vec(),
+        dry_run,
+        wait_inactive,
+        topic_map: TopicMap::parse(topic_map)?,
+        timeout,
+    })
+}
+
+/// The plan as text: where the offsets come from, one line per group, the table, warnings.
+pub fn print_plan(source: &str, plan: &KafkaResetPlan) {
     println!(
         "Kafka offsets of source {source} at {} (segment {}), cluster {}:",
         plan.point, plan.segment, plan.bootstrap
@@ -113,14 +130,132 @@ pub async fn run(args: KafkaOffsetsArgs) -> anyhow::Result<i32> {
     for w in &plan.warnings {
         println!("warning: {w}");
     }
+}
+
+/// The `mc-restore kafka-offsets` command that resets `groups` at `at` with `options` against
+/// the repository `source` names (source id `source_id`), shell-quoted: what to run to retry.
+pub fn command_line(
+    at: &str,
+    groups: &[String],
+    options: &KafkaResetOptions,
+    source: &SourceOpts,
+    source_id: &str,
+) -> String {
+    let mut args: Vec<String> = vec![
+        "mc-restore".into(),
+        "kafka-offsets".into(),
+        "--at".into(),
+        at.into(),
+        "--groups".into(),
+        groups.join(","),
+    ];
+    if let Some(policy) = &source.policy {
+        args.extend(["--policy".into(), policy.display().to_string()]);
+    } else {
+        if let Some(repo) = &source.repo {
+            args.extend(["--repo".into(), mc_restore::target::redact(repo)]);
+        }
+        if let Some(keyring) = &source.keyring {
+            args.extend(["--keyring".into(), keyring.display().to_string()]);
+        }
+        if let Some(var) = &source.keyring_env {
+            args.extend(["--keyring-env".into(), var.clone()]);
+        }
+    }
+    args.extend(["--source".into(), source_id.into()]);
+    args.extend(["--bootstrap".into(), options.bootstrap.clone()]);
+    for (a, b) in &options.topic_map.0 {
+        args.extend(["--topic-map".into(), format!("{a}={b}")]);
+    }
+    if let Some(wait) = options.wait_inactive {
+        args.extend([
+            "--wait-inactive".into(),
+            format!("{}s", wait.as_secs().max(1)),
+        ]);
+    }
+    if options.timeout != Duration::from_secs(10) {
+        args.extend([
+            "--timeout".into(),
+            format!("{}s", options.timeout.as_secs().max(1)),
+        ]);
+    }
+    args.iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `a` as one shell word.
+fn shell_quote(a: &str) -> String {
+    let plain = !a.is_empty()
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c));
+    if plain {
+        a.to_owned()
+    } else {
+        format!("'{}'", a.replace('\'', "'\\''"))
+    }
+}
+
+pub async fn run(args: KafkaOffsetsArgs) -> anyhow::Result<i32> {
+    let bootstrap = resolve_bootstrap(args.bootstrap.as_deref(), &args.source, "--bootstrap")?;
+    let (repo, source) = args.source.open().await?;
+    let options = reset_options(
+        bootstrap,
+        &args.groups,
+        &args.topic_map,
+        args.wait_inactive,
+        args.timeout,
+        args.dry_run,
+    )?;
+    let point = KafkaPoint::from(args.at);
+    let report = reset_offsets(&repo, &source, point, &options).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(0);
+    }
+    print_plan(&source, &report.plan);
     if report.dry_run {
         println!("dry run: nothing committed");
     } else {
         println!(
             "committed {} partition offset(s) in {} group(s)",
             report.committed,
-            plan.groups.len()
+            report.plan.groups.len()
         );
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_command_is_quoted_and_complete() {
+        let source = SourceOpts {
+            policy: None,
+            repo: Some("/backups/repo".into()),
+            keyring: Some("/etc/mc/keyring".into()),
+            keyring_env: None,
+            source: None,
+        };
+        let mut options = KafkaResetOptions::new("k0:9092,k1:9092", vec![], false);
+        options.topic_map = TopicMap::parse(&["orders=dr.orders"]).unwrap();
+        options.wait_inactive = Some(Duration::from_secs(300));
+        let line = command_line(
+            "ts:1764065700:3",
+            &["orders-*".into(), "billing".into()],
+            &options,
+            &source,
+            "rs0",
+        );
+        assert_eq!(
+            line,
+            "mc-restore kafka-offsets --at ts:1764065700:3 --groups 'orders-*,billing' \
+             --repo /backups/repo --keyring /etc/mc/keyring --source rs0 --bootstrap k0:9092,k1:9092 \
+             --topic-map orders=dr.orders --wait-inactive 300s"
+        );
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+    }
 }

@@ -1,16 +1,19 @@
 //! `mc-restore --at T --target URI`: plan, then (unless `--dry-run`) prepare the target, load
 //! the snapshot and replay the oplog, with a progress bar per phase on a terminal and a final
-//! summary (`--json`: machine-readable).
+//! summary (`--json`: machine-readable). With `--kafka-groups`, the Kafka consumer groups are
+//! then reset to their offsets at the same point (`mc_restore::kafka`; docs/restore.md,
+//! "MongoDB and Kafka together").
 
 use std::io::IsTerminal;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use mc_core::cli::SourceOpts;
+use mc_restore::kafka::{self, KafkaPoint, KafkaResetOptions, KafkaResetReport};
 use mc_restore::load::{LoadProgress, LoadSettings};
 use mc_restore::namespaces::NamespaceMap;
 use mc_restore::plan::RestorePlan;
@@ -18,6 +21,8 @@ use mc_restore::point::{format_ts, RestorePoint};
 use mc_restore::replay::ReplaySettings;
 use mc_restore::restore::{self, RestoreOptions};
 use mc_restore::target;
+
+use super::kafka_offsets;
 
 /// Throughputs the dry-run estimate assumes (measured, docs/performance.md).
 const ESTIMATE_LOAD_DOCS_PER_S: f64 = 40_000.0;
@@ -86,7 +91,35 @@ pub struct RestoreArgs {
     /// Collections loaded at once.
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub load_collections: usize,
+
+    /// After the MongoDB restore succeeds, reset the Kafka consumer groups matching this
+    /// pattern (`*`, `?`) to their committed offsets at the same point; repeatable or
+    /// comma-separated (as `kafka-offsets --groups`).
+    #[arg(long, value_name = "GLOB", value_delimiter = ',')]
+    pub kafka_groups: Vec<String>,
+
+    /// Brokers of the Kafka cluster to reset (host:port[,host:port]); default: the policy's
+    /// kafka.bootstrap_servers.
+    #[arg(long, value_name = "HOST:PORT", requires = "kafka_groups")]
+    pub kafka_bootstrap: Option<String>,
+
+    /// Wait (default up to 5m) for the groups' members to leave instead of refusing active
+    /// groups.
+    #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "5m",
+        value_parser = kafka_offsets::parse_wait, requires = "kafka_groups")]
+    pub kafka_wait_inactive: Option<Duration>,
+
+    /// Commit the offsets recorded for Kafka topic SOURCE to topic TARGET; repeatable.
+    #[arg(
+        long = "topic-map",
+        value_name = "SOURCE=TARGET",
+        requires = "kafka_groups"
+    )]
+    pub topic_map: Vec<String>,
 }
+
+/// Longest wait for one Kafka request in a combined restore (as `kafka-offsets --timeout`).
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
     let Some(point) = args.at else {
@@ -102,18 +135,70 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
     if args.target.is_none() && !args.dry_run {
         anyhow::bail!("no --target given: name the MongoDB to restore into (mongodb://host:port/?replicaSet=…), or pass --dry-run to see the plan");
     }
+    let kafka_options = if args.kafka_groups.is_empty() {
+        None
+    } else {
+        let bootstrap = kafka_offsets::resolve_bootstrap(
+            args.kafka_bootstrap.as_deref(),
+            &args.source,
+            "--kafka-bootstrap",
+        )?;
+        Some(kafka_offsets::reset_options(
+            bootstrap,
+            &args.kafka_groups,
+            &args.topic_map,
+            args.kafka_wait_inactive,
+            KAFKA_TIMEOUT,
+            args.dry_run,
+        )?)
+    };
     let (repo, source) = args.source.open().await?;
     let plan = RestorePlan::build(&repo, &source, point, args.snapshot.as_deref(), &map)
         .await
         .with_context(|| format!("planning the restore of source {source}"))?;
+    // The Kafka point: the same as MongoDB's; `latest` is pinned to the newest oplog entry the
+    // restore applies, so the offsets are never newer than the restored database and a retry
+    // (`kafka-offsets --at ts:…`) selects the same capture.
+    let kafka_point = match point {
+        RestorePoint::Latest => RestorePoint::Exact(plan.cut.bound),
+        other => other,
+    };
+    // Planned before MongoDB is touched (read-only in Kafka too): no offsets at T, a pattern
+    // matching no recorded group, an unreachable cluster or a missing partition fail here.
+    let kafka_plan = match &kafka_options {
+        Some(options) => Some(
+            kafka::plan(&repo, &source, KafkaPoint::from(kafka_point), options)
+                .await
+                .with_context(|| {
+                    format!(
+                        "planning the Kafka consumer-group reset at {kafka_point} (nothing was changed in MongoDB or Kafka)"
+                    )
+                })?,
+        ),
+        None => None,
+    };
     if args.dry_run {
+        let kafka_report = kafka_plan.map(|plan| KafkaResetReport {
+            dry_run: true,
+            plan,
+            committed: 0,
+        });
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&plan)?);
+            let mut value = serde_json::to_value(&plan)?;
+            if let (Some(report), Some(object)) = (&kafka_report, value.as_object_mut()) {
+                object.insert("kafka".into(), serde_json::to_value(report)?);
+            }
+            println!("{}", serde_json::to_string_pretty(&value)?);
         } else {
             print!(
                 "{}",
                 plan.describe(ESTIMATE_LOAD_DOCS_PER_S, ESTIMATE_REPLAY_OPS_PER_S)
             );
+            if let Some(report) = &kafka_report {
+                println!();
+                kafka_offsets::print_plan(&source, &report.plan);
+                println!("dry run: nothing restored, no Kafka offset committed");
+            }
         }
         return Ok(0);
     }
@@ -179,8 +264,33 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
             target::redact(uri)
         )
     })?;
+    let kafka = match &kafka_options {
+        Some(options) => Some(
+            reset_kafka(&repo, &source, kafka_point, options)
+                .await
+                .map_err(|mut failure| {
+                    failure.retry = kafka_offsets::command_line(
+                        &kafka_point.to_string(),
+                        &failure.not_reset,
+                        options,
+                        &args.source,
+                        &source,
+                    );
+                    failure
+                }),
+        ),
+        None => None,
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        let mut value = serde_json::to_value(&summary)?;
+        if let (Some(kafka), Some(object)) = (&kafka, value.as_object_mut()) {
+            let field = match kafka {
+                Ok(report) => serde_json::to_value(report)?,
+                Err(failure) => serde_json::to_value(failure)?,
+            };
+            object.insert("kafka".into(), field);
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         let r = &summary.replay;
         println!(
@@ -204,8 +314,107 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         for p in &summary.phases {
             println!("  {:8} {:.2} s", p.name, p.seconds);
         }
+        if let Some(Ok(report)) = &kafka {
+            for g in &report.plan.groups {
+                let rewound: i64 = g
+                    .partitions
+                    .iter()
+                    .filter_map(|p| p.delta)
+                    .filter(|d| *d < 0)
+                    .sum();
+                println!(
+                    "kafka group {}: {} partition(s) reset to the offsets captured at {}{}{}",
+                    g.group,
+                    g.partitions.len(),
+                    g.captured_at,
+                    g.cluster_time
+                        .map(|t| format!(" (cluster time ts:{}:{})", t.t, t.i))
+                        .unwrap_or_default(),
+                    if rewound < 0 {
+                        format!(", {} message(s) to re-read", -rewound)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+            for w in &report.plan.warnings {
+                println!("warning: kafka: {w}");
+            }
+        }
     }
-    Ok(0)
+    match kafka {
+        Some(Err(failure)) => {
+            eprintln!(
+                "mc-restore: error: MongoDB is restored (source {source} to {} into {}), but resetting the Kafka consumer groups failed: {}\n  groups reset: {}\n  groups NOT reset: {}\n  to reset them (stop their consumers first), run:\n    {}",
+                summary.point,
+                target::redact(uri),
+                failure.error,
+                list_or_none(&failure.reset),
+                list_or_none(&failure.not_reset),
+                failure.retry,
+            );
+            Ok(1)
+        }
+        _ => Ok(0),
+    }
+}
+
+/// Why the Kafka part of a combined restore failed, and exactly how far it got.
+#[derive(Debug, serde::Serialize)]
+struct KafkaFailure {
+    /// The error, one line.
+    error: String,
+    /// Groups committed and read back before the error.
+    reset: Vec<String>,
+    /// Groups left as they were (the plan's groups, or the patterns when planning failed).
+    not_reset: Vec<String>,
+    /// The `mc-restore kafka-offsets` command that resets the groups not reset.
+    retry: String,
+}
+
+/// Re-plans against the cluster as it is now (the MongoDB restore may have taken hours) and
+/// commits, recording which groups were reset.
+async fn reset_kafka(
+    repo: &mc_core::catalog::Repository,
+    source: &str,
+    point: RestorePoint,
+    options: &KafkaResetOptions,
+) -> Result<KafkaResetReport, KafkaFailure> {
+    let plan = match kafka::plan(repo, source, KafkaPoint::from(point), options).await {
+        Ok(plan) => plan,
+        Err(e) => {
+            return Err(KafkaFailure {
+                error: e.to_string(),
+                reset: Vec::new(),
+                not_reset: options.groups.clone(),
+                retry: String::new(),
+            })
+        }
+    };
+    let groups: Vec<String> = plan.groups.iter().map(|g| g.group.clone()).collect();
+    let reset = Arc::new(Mutex::new(Vec::new()));
+    kafka::apply_recording(plan, options, reset.clone())
+        .await
+        .map_err(|e| {
+            let reset = reset
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            KafkaFailure {
+                error: e.to_string(),
+                not_reset: groups.into_iter().filter(|g| !reset.contains(g)).collect(),
+                reset,
+                retry: String::new(),
+            }
+        })
+}
+
+fn list_or_none(groups: &[String]) -> String {
+    if groups.is_empty() {
+        "none".into()
+    } else {
+        groups.join(", ")
+    }
 }
 
 fn parse_point(s: &str) -> Result<RestorePoint, mc_restore::point::BadPoint> {
