@@ -54,11 +54,15 @@ pub fn parse_or_exit<T: clap::Parser>() -> T {
 
 /// The first meaningful line of clap's message plus a pointer to `--help`.
 fn one_line(message: &str) -> String {
-    let first = message
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("invalid arguments");
+    let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid arguments");
+    // "the following required arguments were not provided:" names them on the next lines.
+    if first.ends_with(':') {
+        let named: Vec<&str> = lines.take_while(|l| !l.starts_with("Usage:")).collect();
+        if !named.is_empty() {
+            return format!("{first} {}; try --help", named.join(", "));
+        }
+    }
     format!("{first}; try --help")
 }
 
@@ -79,6 +83,15 @@ mod tests {
         assert_eq!(
             one_line(msg),
             "error: unexpected argument '--x' found; try --help"
+        );
+    }
+
+    #[test]
+    fn missing_arguments_are_named() {
+        let msg = "error: the following required arguments were not provided:\n  --policy <FILE>\n\nUsage: mc-agent run --policy <FILE>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            one_line(msg),
+            "error: the following required arguments were not provided: --policy <FILE>; try --help"
         );
     }
 }
