@@ -117,6 +117,14 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
                 rpo_seconds: policy.objectives.rpo.as_secs_f64(),
                 restore: mc_restore::restore::RestoreOptions::default(),
                 expect_sha256: Vec::new(),
+                kafka: match (&policy.kafka, policy.kafka_bootstrap_servers()?) {
+                    (Some(k), Some(servers)) => Some(mc_restore::kafka::KafkaResetOptions::new(
+                        servers.join(","),
+                        k.groups.clone(),
+                        true,
+                    )),
+                    _ => None,
+                },
                 command: format!(
                     "mc-restore drill --policy {} --scratch <drills.scratch_uri>",
                     policy.file().display()

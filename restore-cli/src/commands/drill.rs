@@ -81,6 +81,10 @@ pub struct DrillArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
+    /// Skip the Kafka offsets plan even when the policy has a `kafka:` section.
+    #[arg(long)]
+    pub no_kafka: bool,
+
     /// Print the JSON report on stdout instead of the summary.
     #[arg(long, global = true)]
     pub json: bool,
@@ -185,7 +189,15 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
                 .with_context(|| format!("--expect-sha256 {e:?}: write NS=HEX"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // The Kafka reset a real restore would make, planned against the policy's cluster.
+    let kafka = match (&policy.kafka, args.no_kafka) {
+        (Some(k), false) => policy.kafka_bootstrap_servers()?.map(|servers| {
+            mc_restore::kafka::KafkaResetOptions::new(servers.join(","), k.groups.clone(), true)
+        }),
+        _ => None,
+    };
     let options = DrillOptions {
+        kafka,
         system: policy.name.clone(),
         source_id: policy.source.id.clone(),
         point: args.at,

@@ -47,6 +47,9 @@ pub struct DrillOptions {
     pub expect_sha256: Vec<(String, String)>,
     /// The command line that reproduces the drill (for the report).
     pub command: String,
+    /// Plan (never apply) the Kafka consumer-group reset a real restore would make: proves the
+    /// offsets at the point are readable and match the cluster. `None`: no Kafka in the policy.
+    pub kafka: Option<crate::kafka::KafkaResetOptions>,
 }
 
 /// The repository key of a drill's report.
@@ -89,6 +92,7 @@ pub async fn run(repo: &Repository, o: &DrillOptions) -> DrillReport {
         verification: Vec::new(),
         command: o.command.clone(),
         repository_key: None,
+        kafka: None,
     };
     if let Err(e) = drill(repo, o, &mut report).await {
         report.verdict = Verdict::Error;
@@ -258,6 +262,22 @@ async fn drill(
     let restored_to = replayed.last_applied.unwrap_or(plan.replay_after);
     report.restored_to = Some(format_ts(restored_to));
     clock.phase("replay", report);
+
+    if let Some(kafka) = &o.kafka {
+        let mut options = kafka.clone();
+        options.dry_run = true;
+        let point = crate::kafka::KafkaPoint::from(RestorePoint::Exact(restored_to));
+        let plan = crate::kafka::plan(repo, &o.source_id, point, &options)
+            .await
+            .map_err(|e| format!("Kafka offsets plan (dry run): {e}"))?;
+        report.kafka = Some(json!({
+            "groups": plan.groups.len(),
+            "partitions": plan.groups.iter().map(|g| g.partitions.len()).sum::<usize>(),
+            "segment": plan.segment,
+            "warnings": plan.warnings,
+        }));
+        clock.phase("kafka-plan", report);
+    }
 
     // The RTO is the restore itself: plan through replay.
     let restore_seconds: f64 = report.phases.iter().map(|p| p.seconds).sum();

@@ -93,6 +93,10 @@ pub struct DrillReport {
     pub command: String,
     /// Where the report was stored in the repository.
     pub repository_key: Option<String>,
+    /// The Kafka reset a real restore would make (planned, not applied): groups, partitions,
+    /// the offsets segment read, warnings. Absent without Kafka in the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<serde_json::Value>,
 }
 
 /// A measured value against its target, in seconds.
