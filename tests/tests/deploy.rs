@@ -13,7 +13,6 @@
 //! container engine answers).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -21,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use mc_core::crypto::KeyringSource;
 use mc_core::policy::{Policy, SecretRef};
+use mc_tests::agent::{free_port, http_get};
 use mc_tests::*;
 use serde_json::Value;
 
@@ -751,11 +751,7 @@ fn dashboard_queries() -> Vec<(String, String)> {
 async fn probes_and_alerted_metrics_exist_on_a_running_agent() {
     let dir = tempfile::tempdir().unwrap();
     let source_id = unique_db("deploy").replace('_', "-");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     mc_core::crypto::keys::create_keyring_file(&dir.path().join("keyring")).unwrap();
     std::fs::write(dir.path().join("scratch"), mongodb_uri()).unwrap();
     let policy = dir.path().join("policy.yaml");
@@ -897,18 +893,6 @@ drills:
         .status()
         .unwrap();
     assert_eq!(agent.wait().unwrap().code(), Some(0), "{}", log_text());
-}
-
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((status, body))
 }
 
 fn help(bin: &str, sub: &[&str]) -> String {

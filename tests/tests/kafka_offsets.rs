@@ -4,277 +4,36 @@
 //! active groups are refused by name, unknown groups and points before any capture are clear
 //! errors, an unreachable broker fails within the timeout, and capture survives a dead broker.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mc_agent::kafka::KafkaCaptureSettings;
-use mc_agent::metrics::Metrics;
-use mc_core::catalog::Repository;
-use mc_core::crypto::keys::create_keyring_file;
-use mc_core::format::WriterInfo;
-use mc_core::storage::local::LocalDir;
-use mc_tests::restore::{mc_restore, show};
+use mc_tests::kafka::{
+    capture_settings, committed_now, create_topic, members, now_ms, pause, spawn_consumer,
+    spawn_producer, temp_repository, wait_for, wait_members, Cmd, KafkaCapture, Offsets,
+    PARTITIONS,
+};
+use mc_tests::restore::{mc_restore, repo_paths, show};
 use mc_tests::{kafka_bootstrap, unique_name};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
-type Offsets = BTreeMap<(String, i32), i64>;
+/// The source every capture in this file records for.
+const SOURCE: &str = "rs0";
 
-const PARTITIONS: i32 = 2;
-
-/// Polls `cond` every 50 ms until it holds; fails the test after `limit`.
-async fn wait_for<F, Fut>(what: &str, limit: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let t0 = Instant::now();
-    while !cond().await {
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Starts Kafka capture of `groups` at `bootstrap` into a fresh repository of its own.
+async fn start_capture(bootstrap: &str, groups: Vec<String>) -> (tempfile::TempDir, KafkaCapture) {
+    let (dir, repo) = temp_repository().await;
+    let settings = capture_settings(bootstrap, groups, SOURCE);
+    (dir, KafkaCapture::start(repo, settings, None))
 }
 
-async fn create_topic(topic: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", kafka_bootstrap())
-        .create()
-        .expect("kafka admin client");
-    let created = admin
-        .create_topics(
-            &[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .expect("create topic request");
-    for r in created {
-        r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
-    }
+/// `--repo` and the keyring path of the repository in `dir`.
+fn repo_args(dir: &Path) -> (String, std::path::PathBuf) {
+    let (repo, keyring) = repo_paths(dir);
+    (repo.display().to_string(), keyring)
 }
 
-/// Produces to every partition in turn until `stop` turns true.
-fn spawn_producer(topic: String, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", kafka_bootstrap())
-            .set("message.timeout.ms", "10000")
-            .create()
-            .expect("kafka producer");
-        let mut i: u64 = 0;
-        while !*stop.borrow() {
-            let partition = (i % PARTITIONS as u64) as i32;
-            producer
-                .send(
-                    FutureRecord::to(&topic)
-                        .partition(partition)
-                        .key(&format!("k{i}"))
-                        .payload(&format!("v{i}")),
-                    Duration::from_secs(10),
-                )
-                .await
-                .unwrap_or_else(|(e, _)| panic!("produce message {i}: {e}"));
-            i += 1;
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-                _ = stop.changed() => {}
-            }
-        }
-    })
-}
-
-enum Cmd {
-    /// Stop consuming; reply with the offsets committed so far (acknowledged by the broker).
-    Pause(oneshot::Sender<Offsets>),
-    Resume,
-}
-
-/// A group member consuming and committing every message synchronously, pausable, and the
-/// offsets it knows it committed. Dropping the command sender stops it (it leaves the group).
-fn spawn_consumer(
-    topic: String,
-    group: String,
-    client_id: String,
-) -> (mpsc::Sender<Cmd>, tokio::task::JoinHandle<Offsets>) {
-    let (tx, mut rx) = mpsc::channel(4);
-    let task = tokio::spawn(async move {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", kafka_bootstrap())
-            .set("group.id", &group)
-            .set("client.id", &client_id)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .create()
-            .expect("kafka consumer");
-        consumer.subscribe(&[&topic]).expect("subscribe");
-        let mut committed = Offsets::new();
-        loop {
-            match rx.try_recv() {
-                Ok(Cmd::Pause(reply)) => {
-                    let _ = reply.send(committed.clone());
-                    match rx.recv().await {
-                        Some(Cmd::Resume) => {}
-                        Some(Cmd::Pause(again)) => {
-                            let _ = again.send(committed.clone());
-                        }
-                        None => break,
-                    }
-                }
-                Ok(Cmd::Resume) => {}
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {}
-            }
-            let msg = match tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await
-            {
-                Ok(Ok(m)) => m,
-                Ok(Err(e)) => panic!("consume: {e}"),
-                Err(_) => continue,
-            };
-            consumer
-                .commit_message(&msg, CommitMode::Sync)
-                .expect("commit");
-            committed.insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);
-        }
-        drop(consumer);
-        committed
-    });
-    (tx, task)
-}
-
-/// The group's committed offsets on `topic`, read from outside the group.
-async fn committed_now(topic: &str, group: &str) -> Offsets {
-    let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_bootstrap())
-        .set("group.id", group)
-        .create()
-        .expect("offset reader");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition(topic, p);
-    }
-    let got =
-        tokio::task::spawn_blocking(move || reader.committed_offsets(tpl, Duration::from_secs(10)))
-            .await
-            .unwrap()
-            .expect("fetch committed offsets");
-    got.elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Members of `group` now.
-async fn members(group: &str) -> Vec<String> {
-    let group = group.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let client: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", kafka_bootstrap())
-            .create()
-            .unwrap();
-        let list = client
-            .fetch_group_list(Some(&group), Duration::from_secs(10))
-            .expect("describe group");
-        list.groups()
-            .iter()
-            .flat_map(|g| g.members().iter().map(|m| m.client_id().to_owned()))
-            .collect()
-    })
-    .await
-    .unwrap()
-}
-
-/// A repository in a temporary directory with Kafka capture running in-process.
-struct Capture {
-    dir: tempfile::TempDir,
-    source_id: String,
-    metrics: Arc<Metrics>,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Capture {
-    async fn start(bootstrap: &str, groups: Vec<String>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let keyring = create_keyring_file(&dir.path().join("keyring")).unwrap();
-        let repo = Repository::new(
-            Arc::new(LocalDir::new(dir.path().join("repo")).unwrap()),
-            keyring,
-        );
-        repo.init().await.unwrap();
-        let source_id = "rs0".to_owned();
-        let settings = KafkaCaptureSettings {
-            bootstrap: bootstrap.to_owned(),
-            groups,
-            interval: Duration::from_millis(200),
-            segment_span: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(3),
-            source: source_id.clone(),
-            writer: WriterInfo {
-                id: "test".into(),
-                fence: 0,
-            },
-            zstd_level: 3,
-        };
-        let metrics = Arc::new(Metrics::default());
-        let (stop, rx) = watch::channel(false);
-        let task = tokio::spawn(mc_agent::kafka::run(
-            repo,
-            settings,
-            None,
-            metrics.clone(),
-            rx,
-        ));
-        Self {
-            dir,
-            source_id,
-            metrics,
-            stop,
-            task,
-        }
-    }
-
-    /// Waits for a capture cycle that started after `after_ms` to complete.
-    async fn cycle_after(&self, after_ms: i64) -> i64 {
-        let m = self.metrics.clone();
-        wait_for("a Kafka capture cycle", Duration::from_secs(30), || {
-            let m = m.clone();
-            async move { m.kafka.last_cycle_ms.load(Relaxed) > after_ms }
-        })
-        .await;
-        self.metrics.kafka.last_cycle_ms.load(Relaxed)
-    }
-
-    async fn finish(self) -> (tempfile::TempDir, String) {
-        self.stop.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("capture stops within 30 s")
-            .unwrap();
-        (self.dir, self.source_id)
-    }
-}
-
-fn repo_args(dir: &Path) -> (String, PathBuf) {
-    (dir.join("repo").display().to_string(), dir.join("keyring"))
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
+/// `ms` as an RFC 3339 time with milliseconds, for `--at`.
 fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap()
@@ -288,7 +47,7 @@ async fn offsets_restored_to_each_recorded_moment() {
     create_topic(&topic).await;
     let (stop_producer, rx) = watch::channel(false);
     let producer = spawn_producer(topic.clone(), rx);
-    let capture = Capture::start(&kafka_bootstrap(), vec![group.clone()]).await;
+    let (dir, capture) = start_capture(&kafka_bootstrap(), vec![group.clone()]).await;
     let (consumer, consumer_task) =
         spawn_consumer(topic.clone(), group.clone(), unique_name("ko-client"));
 
@@ -299,9 +58,7 @@ async fn offsets_restored_to_each_recorded_moment() {
         // Let the consumer make progress past the previous moment (on every partition).
         let t0 = Instant::now();
         loop {
-            let (reply, got) = oneshot::channel();
-            consumer.send(Cmd::Pause(reply)).await.unwrap();
-            let offsets = got.await.unwrap();
+            let offsets = pause(&consumer).await;
             let progressed = offsets.len() == PARTITIONS as usize
                 && offsets
                     .iter()
@@ -355,23 +112,15 @@ async fn offsets_restored_to_each_recorded_moment() {
     consumer_task.await.unwrap();
     let _ = stop_producer.send(true);
     producer.await.unwrap();
-    wait_for(
-        "the group to have no members",
-        Duration::from_secs(60),
-        || {
-            let group = group.clone();
-            async move { members(&group).await.is_empty() }
-        },
-    )
-    .await;
+    wait_members("the group to have no members", &group, 0).await;
     let final_offsets = committed_now(&topic, &group).await;
-    let (dir, source_id) = capture.finish().await;
+    capture.stop().await;
     let (repo, keyring) = repo_args(dir.path());
     let bootstrap = kafka_bootstrap();
 
     // `mc-restore list` shows the offset stream's runs.
     let out = mc_restore(
-        &["list", "--repo", &repo, "--source", &source_id, "--json"],
+        &["list", "--repo", &repo, "--source", SOURCE, "--json"],
         &keyring,
     );
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
@@ -394,7 +143,7 @@ async fn offsets_restored_to_each_recorded_moment() {
             "--repo",
             &repo,
             "--source",
-            &source_id,
+            SOURCE,
             "--bootstrap",
             &bootstrap,
             "--dry-run",
@@ -427,7 +176,7 @@ async fn offsets_restored_to_each_recorded_moment() {
                 "--repo",
                 &repo,
                 "--source",
-                &source_id,
+                SOURCE,
                 "--bootstrap",
                 &bootstrap,
                 "--json",
@@ -460,7 +209,7 @@ async fn offsets_restored_to_each_recorded_moment() {
             "--repo",
             &repo,
             "--source",
-            &source_id,
+            SOURCE,
             "--bootstrap",
             &bootstrap,
         ],
@@ -487,7 +236,7 @@ async fn offsets_restored_to_each_recorded_moment() {
             "--repo",
             &repo,
             "--source",
-            &source_id,
+            SOURCE,
             "--bootstrap",
             &bootstrap,
         ],
@@ -512,7 +261,7 @@ async fn offsets_restored_to_each_recorded_moment() {
             "--repo",
             &repo,
             "--source",
-            &source_id,
+            SOURCE,
             "--bootstrap",
             "127.0.0.1:1",
             "--timeout",
@@ -541,7 +290,7 @@ async fn active_group_is_refused_naming_its_members() {
     create_topic(&topic).await;
     let (stop_producer, rx) = watch::channel(false);
     let producer = spawn_producer(topic.clone(), rx);
-    let capture = Capture::start(&kafka_bootstrap(), vec!["ka-group-*".into()]).await;
+    let (dir, capture) = start_capture(&kafka_bootstrap(), vec!["ka-group-*".into()]).await;
     let (consumer, consumer_task) = spawn_consumer(topic.clone(), group.clone(), client_id.clone());
     wait_for("the consumer to commit", Duration::from_secs(60), || {
         let (topic, group) = (topic.clone(), group.clone());
@@ -551,7 +300,7 @@ async fn active_group_is_refused_naming_its_members() {
     capture.cycle_after(now_ms()).await;
     let _ = stop_producer.send(true);
     producer.await.unwrap();
-    let (dir, source_id) = Capture::finish(capture).await;
+    capture.stop().await;
     let (repo, keyring) = repo_args(dir.path());
     assert!(members(&group).await.contains(&client_id));
 
@@ -566,7 +315,7 @@ async fn active_group_is_refused_naming_its_members() {
             "--repo",
             &repo,
             "--source",
-            &source_id,
+            SOURCE,
             "--bootstrap",
             &kafka_bootstrap(),
         ],
@@ -593,7 +342,7 @@ async fn active_group_is_refused_naming_its_members() {
             "--repo",
             &repo,
             "--source",
-            &source_id,
+            SOURCE,
             "--bootstrap",
             &kafka_bootstrap(),
             "--wait-inactive",
@@ -626,7 +375,7 @@ async fn active_group_is_refused_naming_its_members() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_counts_errors_and_stops_promptly_when_the_broker_is_down() {
-    let capture = Capture::start("127.0.0.1:1", vec!["*".into()]).await;
+    let (dir, capture) = start_capture("127.0.0.1:1", vec!["*".into()]).await;
     let m = capture.metrics.clone();
     wait_for("two failed cycles", Duration::from_secs(60), || {
         let m = m.clone();
@@ -640,7 +389,7 @@ async fn capture_counts_errors_and_stops_promptly_when_the_broker_is_down() {
         "{text}"
     );
     let t0 = Instant::now();
-    let (dir, _) = capture.finish().await;
+    capture.stop().await;
     assert!(
         t0.elapsed() < Duration::from_secs(10),
         "stopping took {:?}",

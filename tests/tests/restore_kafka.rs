@@ -8,167 +8,22 @@
 //! refused after MongoDB was restored exits non-zero saying so, naming the group not reset and
 //! the `kafka-offsets` command that finishes the job (which is then run as printed).
 
-use std::collections::BTreeMap;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mc_agent::kafka::KafkaCaptureSettings;
-use mc_agent::metrics::Metrics;
-use mc_core::format::{OplogTs, WriterInfo};
+use mc_core::format::OplogTs;
+use mc_tests::kafka::{
+    capture_settings, committed_now, create_topic, now_ms, obey, pause, spawn_consumer,
+    spawn_producer, wait_for, wait_members, Cmd, KafkaCapture, Offsets, PARTITIONS,
+};
 use mc_tests::mongod::PrivateReplSet;
 use mc_tests::restore::{assert_same_state, db_state, mc_restore, repo_paths, show, Captured};
 use mc_tests::{kafka_bootstrap, mongo_client, unique_db, unique_name};
 use mongodb::bson::{doc, Document};
 use mongodb::options::{CollectionOptions, WriteConcern};
 use mongodb::Collection;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Message, Offset, TopicPartitionList};
-use tokio::sync::{mpsc, oneshot, watch};
-
-type Offsets = BTreeMap<(String, i32), i64>;
-
-const PARTITIONS: i32 = 2;
-
-async fn wait_for<F, Fut>(what: &str, limit: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let t0 = Instant::now();
-    while !cond().await {
-        assert!(
-            t0.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-async fn create_topic(topic: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", kafka_bootstrap())
-        .create()
-        .expect("kafka admin client");
-    let created = admin
-        .create_topics(
-            &[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .expect("create topic request");
-    for r in created {
-        r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
-    }
-}
-
-/// Produces to every partition in turn until `stop` turns true.
-fn spawn_producer(topic: String, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", kafka_bootstrap())
-            .set("message.timeout.ms", "10000")
-            .create()
-            .expect("kafka producer");
-        let mut i: u64 = 0;
-        while !*stop.borrow() {
-            let partition = (i % PARTITIONS as u64) as i32;
-            producer
-                .send(
-                    FutureRecord::to(&topic)
-                        .partition(partition)
-                        .key(&format!("k{i}"))
-                        .payload(&format!("v{i}")),
-                    Duration::from_secs(10),
-                )
-                .await
-                .unwrap_or_else(|(e, _)| panic!("produce message {i}: {e}"));
-            i += 1;
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-                _ = stop.changed() => {}
-            }
-        }
-    })
-}
-
-/// Pausing a workload: the reply comes once nothing more will be written until `Resume`, with
-/// what has been written (acknowledged) so far.
-enum Cmd<T> {
-    Pause(oneshot::Sender<T>),
-    Resume,
-}
-
-/// Receives pending commands; returns false when the workload must stop.
-async fn obey<T: Clone>(rx: &mut mpsc::Receiver<Cmd<T>>, progress: &T) -> bool {
-    loop {
-        match rx.try_recv() {
-            Ok(Cmd::Pause(reply)) => {
-                let _ = reply.send(progress.clone());
-                loop {
-                    match rx.recv().await {
-                        Some(Cmd::Resume) => break,
-                        Some(Cmd::Pause(again)) => {
-                            let _ = again.send(progress.clone());
-                        }
-                        None => return false,
-                    }
-                }
-            }
-            Ok(Cmd::Resume) => {}
-            Err(mpsc::error::TryRecvError::Disconnected) => return false,
-            Err(mpsc::error::TryRecvError::Empty) => return true,
-        }
-    }
-}
-
-async fn pause<T>(tx: &mpsc::Sender<Cmd<T>>) -> T {
-    let (reply, got) = oneshot::channel();
-    tx.send(Cmd::Pause(reply)).await.unwrap();
-    got.await.unwrap()
-}
-
-/// A group member consuming and committing every message synchronously; its progress is the
-/// offsets it knows it committed. Dropping the sender stops it (it leaves the group).
-fn spawn_consumer(
-    topic: String,
-    group: String,
-) -> (mpsc::Sender<Cmd<Offsets>>, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel(4);
-    let task = tokio::spawn(async move {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", kafka_bootstrap())
-            .set("group.id", &group)
-            .set("client.id", unique_name("rk-client"))
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .create()
-            .expect("kafka consumer");
-        consumer.subscribe(&[&topic]).expect("subscribe");
-        let mut committed = Offsets::new();
-        while obey(&mut rx, &committed).await {
-            let msg = match tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await
-            {
-                Ok(Ok(m)) => m,
-                Ok(Err(e)) => panic!("consume: {e}"),
-                Err(_) => continue,
-            };
-            consumer
-                .commit_message(&msg, CommitMode::Sync)
-                .expect("commit");
-            committed.insert((msg.topic().to_owned(), msg.partition()), msg.offset() + 1);
-        }
-    });
-    (tx, task)
-}
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use tokio::sync::{mpsc, watch};
 
 /// Inserts events and keeps a per-key counter document up to date (w: majority, so a write is
 /// in the majority commit point once acknowledged); its progress is the events written.
@@ -205,57 +60,6 @@ fn spawn_writer(
     (tx, task)
 }
 
-/// The group's committed offsets on `topic`, read from outside the group.
-async fn committed_now(topic: &str, group: &str) -> Offsets {
-    let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka_bootstrap())
-        .set("group.id", group)
-        .create()
-        .expect("offset reader");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition(topic, p);
-    }
-    let got =
-        tokio::task::spawn_blocking(move || reader.committed_offsets(tpl, Duration::from_secs(10)))
-            .await
-            .unwrap()
-            .expect("fetch committed offsets");
-    got.elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Number of members of `group` now.
-async fn members(group: &str) -> usize {
-    let group = group.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let client: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", kafka_bootstrap())
-            .create()
-            .unwrap();
-        let list = client
-            .fetch_group_list(Some(&group), Duration::from_secs(10))
-            .expect("describe group");
-        list.groups().iter().map(|g| g.members().len()).sum()
-    })
-    .await
-    .unwrap()
-}
-
-/// Waits for a Kafka capture cycle stamped after `after_ms` to complete.
-async fn cycle_after(metrics: &Arc<Metrics>, after_ms: i64) {
-    wait_for("a Kafka capture cycle", Duration::from_secs(30), || {
-        let m = metrics.clone();
-        async move { m.kafka.last_cycle_ms.load(Relaxed) > after_ms }
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_command_restores_mongodb_and_kafka_to_the_same_moment() {
     let client = mongo_client().await;
@@ -286,29 +90,14 @@ async fn one_command_restores_mongodb_and_kafka_to_the_same_moment() {
     // majority commit point in each cycle (as `mc-agent run` does with a `kafka:` section).
     let source_id = unique_name("rk").to_lowercase();
     let cap = Captured::start(&source_id).await;
-    let kafka_metrics = Arc::new(Metrics::default());
-    let (stop_kafka, kafka_rx) = watch::channel(false);
-    let kafka_capture = tokio::spawn(mc_agent::kafka::run(
+    let kafka_capture = KafkaCapture::start(
         cap.repo.clone(),
-        KafkaCaptureSettings {
-            bootstrap: kafka_bootstrap(),
-            groups: vec![group.clone()],
-            interval: Duration::from_millis(200),
-            segment_span: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(3),
-            source: source_id.clone(),
-            writer: WriterInfo {
-                id: "test".into(),
-                fence: 0,
-            },
-            zstd_level: 3,
-        },
+        capture_settings(&kafka_bootstrap(), vec![group.clone()], &source_id),
         Some(cap.source.clone()),
-        kafka_metrics.clone(),
-        kafka_rx,
-    ));
+    );
     let (writer, writer_task) = spawn_writer(events.clone());
-    let (consumer, consumer_task) = spawn_consumer(topic.clone(), group.clone());
+    let (consumer, consumer_task) =
+        spawn_consumer(topic.clone(), group.clone(), unique_name("rk-client"));
     // The snapshot is read while the collection is being written.
     cap.snapshot(&db_name).await;
 
@@ -331,7 +120,7 @@ async fn one_command_restores_mongodb_and_kafka_to_the_same_moment() {
     // A Kafka capture cycle that started after the pause has completed: it read exactly
     // `offsets_at_t`, and the cluster time it recorded is at or after the last (w: majority)
     // write. T is the majority commit point read after it, so that cycle's cluster time is ≤ T.
-    cycle_after(&kafka_metrics, now_ms()).await;
+    kafka_capture.cycle_after(now_ms()).await;
     let t: OplogTs = cap.source.majority_point().await.unwrap();
     let state_at_t = db_state(&client, &db_name).await;
     assert_eq!(committed_now(&topic, &group).await, offsets_at_t);
@@ -345,7 +134,7 @@ async fn one_command_restores_mongodb_and_kafka_to_the_same_moment() {
         .write_concern(WriteConcern::majority())
         .await
         .unwrap();
-    cycle_after(&kafka_metrics, now_ms()).await;
+    kafka_capture.cycle_after(now_ms()).await;
     writer.send(Cmd::Resume).await.unwrap();
     consumer.send(Cmd::Resume).await.unwrap();
 
@@ -378,25 +167,13 @@ async fn one_command_restores_mongodb_and_kafka_to_the_same_moment() {
     consumer_task.await.unwrap();
     let _ = stop_producer.send(true);
     producer.await.unwrap();
-    wait_for(
-        "the group to have no members",
-        Duration::from_secs(60),
-        || {
-            let group = group.clone();
-            async move { members(&group).await == 0 }
-        },
-    )
-    .await;
+    wait_members("the group to have no members", &group, 0).await;
     let final_offsets = committed_now(&topic, &group).await;
     assert_ne!(final_offsets, offsets_at_t);
     let final_state = db_state(&client, &db_name).await;
     assert_ne!(final_state, state_at_t);
-    cycle_after(&kafka_metrics, now_ms()).await;
-    stop_kafka.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), kafka_capture)
-        .await
-        .expect("Kafka capture stops within 30 s")
-        .unwrap();
+    kafka_capture.cycle_after(now_ms()).await;
+    kafka_capture.stop().await;
     let (dir, _repo) = cap.finish().await;
     let (repo, keyring) = repo_paths(dir.path());
     let repo = repo.to_str().unwrap().to_owned();
@@ -463,15 +240,7 @@ async fn one_command_restores_mongodb_and_kafka_to_the_same_moment() {
             }
         })
     };
-    wait_for(
-        "the idle member to join the group",
-        Duration::from_secs(60),
-        || {
-            let group = group.clone();
-            async move { members(&group).await == 1 }
-        },
-    )
-    .await;
+    wait_members("the idle member to join the group", &group, 1).await;
     let out = combined(&[]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
@@ -491,11 +260,7 @@ async fn one_command_restores_mongodb_and_kafka_to_the_same_moment() {
     assert_eq!(committed_now(&topic, &group).await, final_offsets);
     drop(idle);
     idle_member.await.unwrap();
-    wait_for("the idle member to leave", Duration::from_secs(60), || {
-        let group = group.clone();
-        async move { members(&group).await == 0 }
-    })
-    .await;
+    wait_members("the idle member to leave", &group, 0).await;
     // The printed command resets just Kafka, to the same point.
     let retry = stderr
         .lines()
