@@ -11,9 +11,7 @@ use mc_agent::capture::oplog::OplogSource;
 use mc_agent::kafka::KafkaCaptureSettings;
 use mc_agent::metrics::Metrics;
 use mc_core::catalog::Repository;
-use mc_core::crypto::keys::create_keyring_file;
 use mc_core::format::WriterInfo;
-use mc_core::storage::local::LocalDir;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -230,18 +228,7 @@ pub async fn wait_members(what: &str, group: &str, n: usize) {
     .await;
 }
 
-/// A fresh repository in a temporary directory (`repo/` and `keyring` in it, as
-/// [`crate::restore::repo_paths`] expects).
-pub async fn temp_repository() -> (tempfile::TempDir, Repository) {
-    let dir = tempfile::tempdir().unwrap();
-    let keyring = create_keyring_file(&dir.path().join("keyring")).unwrap();
-    let repo = Repository::new(
-        Arc::new(LocalDir::new(dir.path().join("repo")).unwrap()),
-        keyring,
-    );
-    repo.init().await.unwrap();
-    (dir, repo)
-}
+pub use crate::restore::temp_repository;
 
 /// Kafka capture settings for tests: a cycle every 200 ms, 1 s segments, 3 s request timeout.
 pub fn capture_settings(

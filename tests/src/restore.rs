@@ -160,17 +160,24 @@ pub fn repo_paths(dir: &Path) -> (PathBuf, PathBuf) {
     (dir.join("repo"), dir.join("keyring"))
 }
 
+/// A fresh repository in a temporary directory (`repo/` and `keyring` in it, as
+/// [`repo_paths`] expects).
+pub async fn temp_repository() -> (tempfile::TempDir, Repository) {
+    let dir = tempfile::tempdir().unwrap();
+    let keyring = create_keyring_file(&dir.path().join("keyring")).unwrap();
+    let repo = Repository::new(
+        Arc::new(LocalDir::new(dir.path().join("repo")).unwrap()),
+        keyring,
+    );
+    repo.init().await.unwrap();
+    (dir, repo)
+}
+
 impl Captured {
     /// A fresh repository (local directory, keyring file beside it) with capture running for
     /// `source_id`, already durable up to now.
     pub async fn start(source_id: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let keyring = create_keyring_file(&dir.path().join("keyring")).unwrap();
-        let repo = Repository::new(
-            Arc::new(LocalDir::new(dir.path().join("repo")).unwrap()),
-            keyring,
-        );
-        repo.init().await.unwrap();
+        let (dir, repo) = temp_repository().await;
         let source = OplogSource::connect(&crate::mongodb_uri()).await.unwrap();
         let metrics = Arc::new(Metrics::default());
         let (stop, rx) = watch::channel(false);

@@ -313,4 +313,46 @@ async fn one_command_restores_mongodb_and_kafka_to_the_same_moment() {
         offsets_at_t,
         "the group's offsets after the combined restore to {at}"
     );
+
+    // A drill with the policy's kafka section also plans (never applies) the group reset at the
+    // restored point: the offsets stay where the restore put them.
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version: 1\nname: rk-drill\nsource:\n  id: {source_id}\n  mongodb:\n    uri: {{ env: MC_TEST_MONGODB_URI }}\nrepository:\n  url: {repo}\n  keyring: {{ file: {keyring} }}\n  spool_dir: {spool}\nobjectives:\n  rpo: 15m\n  rto: 4h\nsnapshots:\n  schedule: \"0 0 2 * * *\"\nretention:\n  keep_daily: 1\nkafka:\n  bootstrap_servers: [\"{bootstrap}\"]\n  groups: [\"{group}\"]\n",
+            keyring = keyring.display(),
+            spool = dir.path().join("spool").display(),
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(mc_tests::workspace_bin("mc-restore"))
+        .args(["drill", "--policy"])
+        .arg(&policy)
+        .args([
+            "--scratch",
+            &target_uri,
+            "--ns",
+            &format!("{db_name}.*"),
+            "--json",
+        ])
+        .env("MC_TEST_MONGODB_URI", mc_tests::mongodb_uri())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["kafka"]["groups"], 1, "{report:#}");
+    assert_eq!(
+        report["kafka"]["partitions"], PARTITIONS as u64,
+        "{report:#}"
+    );
+    assert!(
+        report["phases"].to_string().contains("kafka-plan"),
+        "{report:#}"
+    );
+    assert_eq!(
+        committed_now(&topic, &group).await,
+        offsets_at_t,
+        "a drill changes no offsets"
+    );
 }
