@@ -86,6 +86,10 @@ async fn drill_passes_reports_and_fails_on_sabotage() {
         )
         .await
         .unwrap();
+    db.collection::<Document>("archive")
+        .insert_many((0..40).map(|i| doc! {"_id": i}).collect::<Vec<_>>())
+        .await
+        .unwrap();
     let source_id = unique_name("drill").to_lowercase();
     let cap = Captured::start(&source_id).await;
     cap.snapshot(&db_name).await;
@@ -145,7 +149,7 @@ async fn drill_passes_reports_and_fails_on_sabotage() {
     assert!(report["rto"]["measured_seconds"].as_f64().unwrap() > 0.0);
     assert!(report["rto"]["projected_seconds"].as_f64().unwrap() > 0.0);
     assert!(report["rpo"]["measured_seconds"].as_f64().is_some());
-    assert_eq!(report["volumes"]["documents"], 300, "{report:#}");
+    assert_eq!(report["volumes"]["documents"], 340, "{report:#}");
     assert!(
         report["volumes"]["oplog_entries_replayed"]
             .as_u64()
@@ -218,6 +222,38 @@ async fn drill_passes_reports_and_fails_on_sabotage() {
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("## Verification"),
         "{}",
         show(&out)
+    );
+
+    // Without the source: what replay left untouched is checked against the snapshot's record,
+    // what it changed is said to be unverifiable, never guessed.
+    let out = drill(
+        &policy,
+        &[
+            "--scratch",
+            &scratch.uri(),
+            "--ns",
+            &ns,
+            "--no-source",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let by_ns = |name: &str| {
+        report["verification"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["ns"] == format!("{db_name}.{name}"))
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} in {report:#}"))
+    };
+    assert_eq!(by_ns("archive")["method"], "snapshot-record");
+    assert_eq!(by_ns("archive")["status"], "match", "{report:#}");
+    assert_eq!(
+        by_ns("candidates")["status"],
+        "not_verifiable",
+        "{report:#}"
     );
 
     // A deliberately wrong expected hash: verification fails (exit 3) and the report says where.

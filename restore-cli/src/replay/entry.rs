@@ -86,6 +86,25 @@ pub struct DecodeStats {
     pub transactions: u64,
     pub noops: u64,
     pub out_of_scope: u64,
+    /// Target namespaces that replay wrote documents to.
+    #[serde(skip)]
+    pub written: std::collections::BTreeSet<String>,
+    /// Target namespaces whose catalog entry replay changed (create, drop, rename, indexes…).
+    #[serde(skip)]
+    pub catalog_changed: std::collections::BTreeSet<String>,
+    /// Target databases replay dropped whole.
+    #[serde(skip)]
+    pub dropped_databases: std::collections::BTreeSet<String>,
+}
+
+impl DecodeStats {
+    /// Whether replay left target namespace `ns` exactly as the snapshot loaded it.
+    pub fn untouched(&self, ns: &str) -> bool {
+        let db = ns.split('.').next().unwrap_or_default();
+        !self.written.contains(ns)
+            && !self.catalog_changed.contains(ns)
+            && !self.dropped_databases.contains(db)
+    }
 }
 
 impl Decoder {
@@ -170,6 +189,22 @@ impl Decoder {
         }
     }
 
+    /// Remembers which target namespaces a catalog command changes.
+    fn note_catalog_change(&mut self, cmd: &Command) {
+        let changed = &mut self.stats.catalog_changed;
+        if cmd.command.contains_key("dropDatabase") {
+            self.stats.dropped_databases.insert(cmd.db.clone());
+        } else if cmd.command.contains_key("renameCollection") {
+            for key in ["renameCollection", "to"] {
+                if let Ok(full) = cmd.command.get_str(key) {
+                    changed.insert(full.to_owned());
+                }
+            }
+        } else if let Some((_, mongodb::bson::Bson::String(coll))) = cmd.command.iter().next() {
+            changed.insert(format!("{}.{coll}", cmd.db));
+        }
+    }
+
     /// Transactions begun (partial or prepared entries read) and not finished by the cut: they
     /// are not applied, which is right: they were not committed at the restore point.
     pub fn open_transactions(&self) -> usize {
@@ -218,6 +253,9 @@ impl Decoder {
                     entry.append(cstr!("o2"), o2);
                 }
                 self.stats.writes += 1;
+                if !self.stats.written.contains(&target) {
+                    self.stats.written.insert(target.clone());
+                }
                 out.push(Action::Write {
                     partition: hasher.finish(),
                     op: entry,
@@ -230,6 +268,7 @@ impl Decoder {
                     .map_err(|e| format!("command without o: {e}"))?;
                 if let Some(cmd) = self.command(ns, o, map)? {
                     self.stats.commands += 1;
+                    self.note_catalog_change(&cmd);
                     out.push(Action::Command(cmd));
                 } else {
                     self.stats.out_of_scope += 1;
