@@ -83,6 +83,7 @@ fn keep_rules(policy: &mc_core::policy::Policy) -> mc_core::catalog::retention::
 
 #[tokio::main]
 async fn main() {
+    mc_agent::capture::bound_allocator_retention();
     let cli: Cli = mc_core::cli::parse_or_exit();
     cli.global.init_logging();
     let result = match cli.command {

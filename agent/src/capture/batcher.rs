@@ -61,9 +61,16 @@ pub struct Batcher {
     rules: CutRules,
     pending: VecDeque<(OplogEntry, Instant)>,
     pending_bytes: u64,
+    /// How many of the oldest pending entries the majority has reached, and their bytes.
+    committed: usize,
+    committed_bytes: u64,
     majority: Option<OplogTs>,
     /// `last` of the previous batch handed out (the chain link for the next one).
     prev: Option<OplogTs>,
+    /// The newest entry the source had when last asked (see [`Batcher::set_source_end`]).
+    source_end: Option<OplogTs>,
+    /// The last cut was by size: the reader is behind the source (catching up a backlog).
+    behind: bool,
 }
 
 impl Batcher {
@@ -73,14 +80,23 @@ impl Batcher {
             rules,
             pending: VecDeque::new(),
             pending_bytes: 0,
+            committed: 0,
+            committed_bytes: 0,
             majority: None,
             prev,
+            source_end: None,
+            behind: false,
         }
     }
 
     /// Adds an entry read from the oplog (in oplog order).
     pub fn push(&mut self, entry: OplogEntry, now: Instant) {
-        self.pending_bytes += entry.raw.len() as u64;
+        let size = entry.raw.len() as u64;
+        self.pending_bytes += size;
+        if self.committed == self.pending.len() && self.majority.is_some_and(|m| entry.ts <= m) {
+            self.committed += 1;
+            self.committed_bytes += size;
+        }
         self.pending.push_back((entry, now));
     }
 
@@ -88,7 +104,28 @@ impl Batcher {
     pub fn set_majority(&mut self, ts: OplogTs) {
         if self.majority.is_none_or(|m| ts > m) {
             self.majority = Some(ts);
+            while let Some((e, _)) = self.pending.get(self.committed) {
+                if e.ts > ts {
+                    break;
+                }
+                self.committed += 1;
+                self.committed_bytes += e.raw.len() as u64;
+            }
         }
+    }
+
+    /// Records the newest entry the source holds (the member's last write). Once the reader has
+    /// read up to it after cutting by size (a backlog), the rest is cut at once rather than
+    /// after the seal interval: the backlog's tail becomes durable as soon as it is read.
+    pub fn set_source_end(&mut self, ts: OplogTs) {
+        if self.source_end.is_none_or(|m| ts > m) {
+            self.source_end = Some(ts);
+        }
+    }
+
+    /// Whether the reader is catching up a backlog (the last cut was by size).
+    pub fn behind(&self) -> bool {
+        self.behind
     }
 
     pub fn majority(&self) -> Option<OplogTs> {
@@ -113,6 +150,8 @@ impl Batcher {
     pub fn discard_pending(&mut self) {
         self.pending.clear();
         self.pending_bytes = 0;
+        self.committed = 0;
+        self.committed_bytes = 0;
     }
 
     /// Marks a gap: the next batch starts a new run.
@@ -120,37 +159,29 @@ impl Batcher {
         self.prev = None;
     }
 
-    fn committed_prefix(&self) -> (usize, u64) {
-        let Some(majority) = self.majority else {
-            return (0, 0);
-        };
-        let mut n = 0;
-        let mut bytes = 0;
-        for (e, _) in &self.pending {
-            if e.ts > majority {
-                break;
-            }
-            n += 1;
-            bytes += e.raw.len() as u64;
-        }
-        (n, bytes)
-    }
-
     /// A batch, if the rules say cut now: the committed entries reached `max_bytes`, or the
-    /// oldest committed entry has waited `seal_interval`, or `flush` (shutdown) asks for
-    /// whatever is committed.
+    /// oldest committed entry has waited `seal_interval`, or the reader caught up a backlog (see
+    /// [`Batcher::set_source_end`]), or `flush` (shutdown) asks for whatever is committed.
     pub fn next_batch(&mut self, now: Instant, flush: bool) -> Option<Batch> {
-        let (n, bytes) = self.committed_prefix();
+        let (n, bytes) = (self.committed, self.committed_bytes);
         if n == 0 {
             return None;
         }
         let oldest = self.pending.front().map(|(_, at)| *at)?;
+        let by_size = bytes >= self.rules.max_bytes;
+        let caught_up = self.behind
+            && n == self.pending.len()
+            && self
+                .source_end
+                .is_some_and(|end| self.pending.back().is_some_and(|(e, _)| e.ts >= end));
         let due = flush
-            || bytes >= self.rules.max_bytes
+            || by_size
+            || caught_up
             || now.saturating_duration_since(oldest) >= self.rules.seal_interval;
         if !due {
             return None;
         }
+        self.behind = by_size;
         // Take whole entries up to max_bytes (at least one, however large).
         let mut entries = Vec::new();
         let mut taken = 0u64;
@@ -170,6 +201,8 @@ impl Batcher {
             entries.push(e);
         }
         self.pending_bytes -= taken;
+        self.committed -= entries.len();
+        self.committed_bytes -= taken;
         let batch = Batch {
             prev: self.prev,
             entries,
@@ -273,5 +306,75 @@ mod tests {
         b.push(e(3, 1), t0);
         b.set_majority(OplogTs::new(3, 1));
         assert_eq!(b.next_batch(t0, true).unwrap().prev, None);
+    }
+
+    #[test]
+    fn committed_counts_follow_pushes_and_the_majority() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(rules(), None);
+        b.set_majority(OplogTs::new(2, 1));
+        for t in 1..=4 {
+            b.push(e(t, 10), t0);
+        }
+        assert_eq!((b.committed, b.committed_bytes), (2, 20));
+        b.set_majority(OplogTs::new(3, 1));
+        assert_eq!((b.committed, b.committed_bytes), (3, 30));
+        assert_eq!(b.next_batch(t0, true).unwrap().entries.len(), 3);
+        assert_eq!(
+            (b.committed, b.committed_bytes, b.pending_bytes()),
+            (0, 0, 10)
+        );
+        b.set_majority(OplogTs::new(9, 1));
+        b.push(e(5, 10), t0);
+        assert_eq!((b.committed, b.committed_bytes), (2, 20));
+    }
+
+    #[test]
+    fn the_tail_of_a_backlog_is_cut_as_soon_as_it_is_read() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(rules(), None);
+        b.set_majority(OplogTs::new(99, 1));
+        b.set_source_end(OplogTs::new(6, 1));
+        // Not behind: reaching the source's end alone does not cut (steady tailing).
+        b.push(e(1, 10), t0);
+        assert_eq!(b.next_batch(t0, false), None);
+        for t in 2..=5 {
+            b.push(e(t, 30), t0);
+        }
+        // 130 bytes: cut by size; the reader is now behind.
+        assert_eq!(b.next_batch(t0, false).unwrap().entries.len(), 4);
+        assert!(b.behind());
+        assert_eq!(
+            b.next_batch(t0, false),
+            None,
+            "30 bytes, not at the end yet"
+        );
+        b.push(e(6, 10), t0);
+        let tail = b.next_batch(t0, false).expect("the backlog's end was read");
+        assert_eq!(tail.entries.len(), 2);
+        assert!(!b.behind());
+        b.push(e(7, 10), t0);
+        b.set_source_end(OplogTs::new(7, 1));
+        assert_eq!(
+            b.next_batch(t0, false),
+            None,
+            "caught up: back to the seal interval"
+        );
+    }
+
+    #[test]
+    fn caught_up_waits_for_the_majority() {
+        let t0 = Instant::now();
+        let mut b = Batcher::new(rules(), None);
+        b.set_majority(OplogTs::new(5, 1));
+        for t in 1..=5 {
+            b.push(e(t, 30), t0);
+        }
+        assert!(b.next_batch(t0, false).is_some());
+        b.set_source_end(OplogTs::new(6, 1));
+        b.push(e(6, 10), t0);
+        assert_eq!(b.next_batch(t0, false), None, "entry 6 is not committed");
+        b.set_majority(OplogTs::new(6, 1));
+        assert_eq!(b.next_batch(t0, false).unwrap().entries.len(), 3);
     }
 }

@@ -20,8 +20,29 @@ use tokio::sync::{mpsc, watch};
 
 use self::batcher::{Batcher, CutRules};
 use self::oplog::OplogSource;
-use self::upload::{upload_batches, UploadSettings};
+use self::upload::{upload_batches, Budget, UploadSettings};
 use crate::metrics::Metrics;
+
+/// Makes glibc's malloc give large blocks back to the system when they are freed.
+///
+/// By default glibc raises its mmap threshold to the size of the largest block freed (up to
+/// 32 MiB), after which segment-sized buffers (cursor replies, batches, sealed output) are carved
+/// from the heap and what they leave behind stays resident: catching up a backlog then ends with
+/// twice the live heap as RSS. A fixed threshold (256 KiB) keeps blocks above it mapped on
+/// their own and unmapped on free. Call once, early; a no-op off glibc.
+pub fn bound_allocator_retention() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        const M_MMAP_THRESHOLD: i32 = -3;
+        // SAFETY: mallopt only changes allocator tunables; it is safe to call at any time.
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+        }
+    }
+}
 
 /// Why capture stopped or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +127,10 @@ pub async fn run(
     };
     let mut batcher = Batcher::new(settings.rules, prev);
 
+    // Memory: the batcher holds at most one segment's committed entries (it is cut as soon as
+    // it reaches the size), the sink at most `budget` bytes of unsealed records; while the
+    // budget is spent, sending waits and nothing more is read from the oplog.
+    let budget = Budget::new(settings.rules.max_bytes);
     let (tx, rx) = mpsc::channel(settings.upload.concurrency.max(1));
     let sink = tokio::spawn(upload_batches(
         repo.clone(),
@@ -159,17 +184,21 @@ pub async fn run(
                             batcher.set_majority(state.majority);
                             while let Some(batch) = batcher.next_batch(Instant::now(), true) {
                                 resume = StartPoint::After(batch.last());
-                                if tx.send(batch).await.is_err() { break 'connect; }
+                                if tx.send(budget.admit(batch).await).await.is_err() { break 'connect; }
                             }
                             tracing::warn!("the member capture reads from is no longer primary; following the new primary");
                             break;
                         }
-                        Ok(state) => { batcher.set_majority(state.majority); metrics.set_majority(state.majority); }
+                        Ok(state) => {
+                            batcher.set_majority(state.majority);
+                            batcher.set_source_end(state.last_write);
+                            metrics.set_majority(state.majority);
+                        }
                         Err(e) => tracing::warn!(error = %e, "cannot read the majority commit point"),
                     }
                     while let Some(batch) = batcher.next_batch(Instant::now(), false) {
                         resume = StartPoint::After(batch.last());
-                        if tx.send(batch).await.is_err() { break 'connect; }
+                        if tx.send(budget.admit(batch).await).await.is_err() { break 'connect; }
                     }
                 }
                 next = cursor.next() => match next {
@@ -185,7 +214,16 @@ pub async fn run(
                             }
                         }
                         backoff = Duration::from_millis(200);
-                        batcher.push(entry, Instant::now());
+                        let now = Instant::now();
+                        batcher.push(entry, now);
+                        // Cut at once when a segment is full or a backlog's end was read, not
+                        // at the next tick: the batcher never holds much more than a segment.
+                        if batcher.behind() || batcher.pending_bytes() >= settings.rules.max_bytes {
+                            while let Some(batch) = batcher.next_batch(now, false) {
+                                resume = StartPoint::After(batch.last());
+                                if tx.send(budget.admit(batch).await).await.is_err() { break 'connect; }
+                            }
+                        }
                     }
                     Ok(None) => {
                         tracing::warn!("oplog cursor closed; reopening");
@@ -216,7 +254,7 @@ pub async fn run(
         }
     }
     while let Some(batch) = batcher.next_batch(Instant::now(), true) {
-        if tx.send(batch).await.is_err() {
+        if tx.send(budget.admit(batch).await).await.is_err() {
             break;
         }
     }

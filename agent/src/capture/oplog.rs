@@ -23,6 +23,11 @@ use super::CaptureError;
 /// so the capture loop notices shutdown and seal deadlines promptly.
 const AWAIT: Duration = Duration::from_millis(250);
 
+/// Entries per cursor batch. The server's default fills replies up to 16 MiB, which the driver
+/// then holds twice (the reply and a copy per entry) while catching up; a few thousand entries
+/// (a few MiB of typical oplog) keep that small at the cost of more `getMore` round trips.
+const BATCH_SIZE: u32 = 2000;
+
 pub fn to_ts(t: Timestamp) -> OplogTs {
     OplogTs::new(t.time, t.increment)
 }
@@ -50,6 +55,8 @@ pub struct NodeState {
     pub majority: OplogTs,
     /// Whether it is the writable primary.
     pub primary: bool,
+    /// The newest entry in its oplog (its last write).
+    pub last_write: OplogTs,
 }
 
 impl OplogSource {
@@ -95,8 +102,15 @@ impl OplogSource {
             .await
             .map_err(source_err)?;
         let majority = majority_of(&hello)?;
+        let last_write = hello
+            .get_document("lastWrite")
+            .and_then(|w| w.get_document("opTime"))
+            .and_then(|o| o.get_timestamp("ts"))
+            .map(to_ts)
+            .unwrap_or(majority);
         Ok(NodeState {
             majority,
+            last_write,
             primary: hello.get_bool("isWritablePrimary").unwrap_or(false),
         })
     }
@@ -156,6 +170,7 @@ impl OplogSource {
             .find(doc! {"ts": {"$gte": to_bson_ts(from)}})
             .cursor_type(CursorType::TailableAwait)
             .max_await_time(AWAIT)
+            .batch_size(BATCH_SIZE)
             .no_cursor_timeout(true)
             .await
             .map_err(source_err)?;

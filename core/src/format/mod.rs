@@ -14,8 +14,8 @@ pub use header::{
     MAGIC, MAX_HEADER_LEN, PREAMBLE_FIXED_LEN,
 };
 pub use segment::{
-    seal_to_vec, FormatError, SealedSegment, SegmentReader, SegmentSpec, SegmentWriter,
-    MAX_RECORD_LEN,
+    seal_to_file, seal_to_vec, FormatError, SealedSegment, SegmentReader, SegmentSpec,
+    SegmentWriter, SpoolFile, MAX_RECORD_LEN,
 };
 
 #[cfg(test)]

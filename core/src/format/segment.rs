@@ -298,6 +298,45 @@ pub fn seal_to_vec<'a>(
     w.finish()
 }
 
+/// A sealed segment in a spool file; the file is removed when this is dropped.
+#[derive(Debug)]
+pub struct SpoolFile(tempfile::TempPath);
+
+impl SpoolFile {
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+/// Seals `records` into a new temporary file under `dir` (encrypted as it is written: no
+/// plaintext touches the disk) and returns the file, removed when dropped, with the summary.
+/// Memory stays bounded by one frame and zstd's context however large the segment.
+pub fn seal_to_file<'a>(
+    spec: SegmentSpec,
+    keyring: &Keyring,
+    records: impl IntoIterator<Item = &'a [u8]>,
+    dir: &std::path::Path,
+) -> Result<(SpoolFile, SealedSegment), FormatError> {
+    let name = spec.name.clone();
+    let io_err = |source| FormatError::Io {
+        name: name.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io_err)?;
+    let file = tempfile::Builder::new()
+        .prefix(".seal-")
+        .tempfile_in(dir)
+        .map_err(io_err)?;
+    let (handle, path) = file.into_parts();
+    let mut writer = SegmentWriter::new(io::BufWriter::new(handle), spec, keyring)?;
+    for r in records {
+        writer.write_record(r)?;
+    }
+    let (out, sealed) = writer.finish()?;
+    out.into_inner().map_err(|e| io_err(e.into_error()))?;
+    Ok((SpoolFile(path), sealed))
+}
+
 type Decoder<R> = zstd::stream::read::Decoder<'static, BufReader<FrameReader<R>>>;
 
 /// Reads one segment from `R`, record by record, checking everything.
