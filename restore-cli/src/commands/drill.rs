@@ -10,7 +10,6 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use mc_core::policy::Policy;
 use mc_restore::drill::{self, report::Verdict, DrillOptions};
-use mc_restore::namespaces::NamespaceMap;
 use mc_restore::point::RestorePoint;
 use mc_restore::restore::RestoreOptions;
 
@@ -36,7 +35,7 @@ pub struct DrillArgs {
     pub scratch: Option<String>,
 
     /// Restore point (as for `mc-restore --at`).
-    #[arg(long, value_name = "TIME", default_value = "latest", value_parser = parse_point)]
+    #[arg(long, value_name = "TIME", default_value = "latest", value_parser = super::parse_point)]
     pub at: RestorePoint,
 
     /// The live source to verify against (default: the policy's MongoDB URI).
@@ -47,21 +46,8 @@ pub struct DrillArgs {
     #[arg(long, conflicts_with = "source_uri")]
     pub no_source: bool,
 
-    /// Drill only namespaces matching this pattern; repeatable.
-    #[arg(long = "ns", value_name = "PATTERN")]
-    pub include: Vec<String>,
-
-    /// Leave out namespaces matching this pattern; repeatable.
-    #[arg(long = "exclude-ns", value_name = "PATTERN")]
-    pub exclude: Vec<String>,
-
-    /// Restore database (or db.collection) FROM under the name given by --ns-to.
-    #[arg(long, value_name = "NS", requires = "ns_to")]
-    pub ns_from: Option<String>,
-
-    /// The new name for --ns-from.
-    #[arg(long, value_name = "NS", requires = "ns_from")]
-    pub ns_to: Option<String>,
+    #[command(flatten)]
+    pub namespaces: super::NamespaceArgs,
 
     /// Allow a scratch target in the source's own replica set; requires --ns-from/--ns-to so
     /// only renamed namespaces are written.
@@ -99,10 +85,6 @@ pub enum DrillCommand {
         /// Drill id, as `drill list` prints it.
         id: String,
     },
-}
-
-fn parse_point(s: &str) -> Result<RestorePoint, mc_restore::point::BadPoint> {
-    s.parse()
 }
 
 pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
@@ -174,12 +156,7 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
             None => Some(policy.mongodb_uri()?.expose().to_owned()),
         }
     };
-    let map = NamespaceMap::new(
-        args.include.clone(),
-        args.exclude.clone(),
-        args.ns_from.clone(),
-        args.ns_to.clone(),
-    )?;
+    let map = args.namespaces.map()?;
     let expect_sha256 = args
         .expect_sha256
         .iter()

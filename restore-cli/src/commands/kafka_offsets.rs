@@ -18,7 +18,7 @@ use mc_restore::point::RestorePoint;
 #[derive(Debug, Args)]
 pub struct KafkaOffsetsArgs {
     /// Point in time: RFC 3339 time, `latest`, or ts:SECONDS:INCREMENT (a MongoDB cluster time).
-    #[arg(long, value_name = "TIME", value_parser = parse_point)]
+    #[arg(long, value_name = "TIME", value_parser = super::parse_point)]
     pub at: RestorePoint,
 
     /// Consumer groups to reset (`*`, `?` wildcards); repeatable or comma-separated. Each
@@ -53,10 +53,6 @@ pub struct KafkaOffsetsArgs {
     /// Print the plan or report as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-fn parse_point(s: &str) -> Result<RestorePoint, mc_restore::point::BadPoint> {
-    s.parse()
 }
 
 /// A duration flag (`--wait-inactive`, `--timeout`, `--kafka-wait-inactive`): `30s`, `5m`, …

@@ -15,7 +15,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mc_core::cli::SourceOpts;
 use mc_restore::kafka::{self, KafkaPoint, KafkaResetOptions, KafkaResetReport};
 use mc_restore::load::{LoadProgress, LoadSettings};
-use mc_restore::namespaces::NamespaceMap;
 use mc_restore::plan::RestorePlan;
 use mc_restore::point::{format_ts, RestorePoint};
 use mc_restore::replay::ReplaySettings;
@@ -32,7 +31,7 @@ const ESTIMATE_REPLAY_OPS_PER_S: f64 = 25_000.0;
 pub struct RestoreArgs {
     /// Restore point: RFC 3339 time (2026-11-25T10:15:00Z; offsets accepted), `latest`, or an
     /// oplog timestamp ts:SECONDS:INCREMENT. See docs/restore.md for the exact boundary.
-    #[arg(long, value_name = "TIME", value_parser = parse_point)]
+    #[arg(long, value_name = "TIME", value_parser = super::parse_point)]
     pub at: Option<RestorePoint>,
 
     /// MongoDB to restore into (mongodb://…). Required unless --dry-run.
@@ -51,21 +50,8 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "ID")]
     pub snapshot: Option<String>,
 
-    /// Restore only namespaces matching this pattern (db.coll, * wildcards); repeatable.
-    #[arg(long = "ns", value_name = "PATTERN")]
-    pub include: Vec<String>,
-
-    /// Leave out namespaces matching this pattern; repeatable.
-    #[arg(long = "exclude-ns", value_name = "PATTERN")]
-    pub exclude: Vec<String>,
-
-    /// Restore database (or db.collection) FROM under the name given by --ns-to.
-    #[arg(long, value_name = "NS", requires = "ns_to")]
-    pub ns_from: Option<String>,
-
-    /// The new name for --ns-from.
-    #[arg(long, value_name = "NS", requires = "ns_from")]
-    pub ns_to: Option<String>,
+    #[command(flatten)]
+    pub namespaces: super::NamespaceArgs,
 
     /// Drop namespaces in scope that exist on the target first (otherwise such a target is
     /// refused).
@@ -126,12 +112,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         eprintln!("mc-restore: error: give --at TIME (and --target URI) to restore, or a subcommand; try --help");
         return Ok(2);
     };
-    let map = NamespaceMap::new(
-        args.include.clone(),
-        args.exclude.clone(),
-        args.ns_from.clone(),
-        args.ns_to.clone(),
-    )?;
+    let map = args.namespaces.map()?;
     if args.target.is_none() && !args.dry_run {
         anyhow::bail!("no --target given: name the MongoDB to restore into (mongodb://host:port/?replicaSet=…), or pass --dry-run to see the plan");
     }
@@ -415,10 +396,6 @@ fn list_or_none(groups: &[String]) -> String {
     } else {
         groups.join(", ")
     }
-}
-
-fn parse_point(s: &str) -> Result<RestorePoint, mc_restore::point::BadPoint> {
-    s.parse()
 }
 
 fn bar(show: bool, len: u64, template: &str) -> ProgressBar {

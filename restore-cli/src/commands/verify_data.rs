@@ -4,7 +4,6 @@
 
 use anyhow::Context;
 use clap::Args;
-use mc_restore::namespaces::NamespaceMap;
 use mc_restore::point::{format_ts, RestorePoint};
 use mc_restore::target::redact;
 use mc_restore::verify_data::{self, DataReport, Status};
@@ -35,22 +34,8 @@ pub struct VerifyDataArgs {
     )]
     pub target: String,
 
-    /// Compare only namespaces matching this pattern (db.coll, * wildcards); repeatable. Use
-    /// the restore's patterns.
-    #[arg(long = "ns", value_name = "PATTERN")]
-    pub include: Vec<String>,
-
-    /// Leave out namespaces matching this pattern; repeatable.
-    #[arg(long = "exclude-ns", value_name = "PATTERN")]
-    pub exclude: Vec<String>,
-
-    /// Source database (or db.collection) restored under the name given by --ns-to.
-    #[arg(long, value_name = "NS", requires = "ns_to")]
-    pub ns_from: Option<String>,
-
-    /// The target name of --ns-from.
-    #[arg(long, value_name = "NS", requires = "ns_from")]
-    pub ns_to: Option<String>,
+    #[command(flatten)]
+    pub namespaces: super::NamespaceArgs,
 
     /// Print the report as JSON on stdout.
     #[arg(long)]
@@ -60,12 +45,7 @@ pub struct VerifyDataArgs {
 /// Runs the comparison; returns the exit code (0 all verifiable namespaces match, 3 a mismatch).
 pub async fn run(args: VerifyDataArgs) -> anyhow::Result<i32> {
     let point: RestorePoint = args.at.parse()?;
-    let map = NamespaceMap::new(
-        args.include.clone(),
-        args.exclude.clone(),
-        args.ns_from.clone(),
-        args.ns_to.clone(),
-    )?;
+    let map = args.namespaces.map()?;
     let source = verify_data::connect_source(&args.source_uri).await?;
     let target = verify_data::connect_target(&args.target).await?;
     let at = verify_data::resolve_point(&source, point)
