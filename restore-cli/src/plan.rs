@@ -161,7 +161,7 @@ impl RestorePlan {
                 entry: c.clone(),
             })
             .collect();
-        let part_bytes = collection_part_bytes(repo, &collections).await?;
+        let part_bytes = collection_part_bytes(repo, &snapshot, &collections).await?;
         let fetch_bytes = part_bytes + segments.iter().map(|s| s.size).sum::<u64>();
         let ops_upper_bound = segments
             .iter()
@@ -221,19 +221,26 @@ impl RestorePlan {
     }
 }
 
+/// Stored bytes of the planned collections' parts, from one listing of the snapshot's data
+/// (not a request per part: a large snapshot has thousands).
 async fn collection_part_bytes(
     repo: &Repository,
+    snapshot: &SnapshotManifest,
     collections: &[PlannedCollection],
 ) -> Result<u64, RepoError> {
-    let mut total = 0;
-    for c in collections {
-        for part in &c.entry.parts {
-            if let Some(meta) = repo.store().head(part).await? {
-                total += meta.size;
-            }
-        }
-    }
-    Ok(total)
+    let prefix = mc_core::catalog::names::snapshot_data_prefix(&snapshot.source, &snapshot.id);
+    let sizes: std::collections::HashMap<String, u64> = repo
+        .store()
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
+    Ok(collections
+        .iter()
+        .flat_map(|c| &c.entry.parts)
+        .filter_map(|part| sizes.get(part))
+        .sum())
 }
 
 fn why_not(cut: &Cut, windows: &[RestorableWindow], timeline: &Timeline) -> String {

@@ -49,9 +49,15 @@ pub fn kafka_offsets_key(source: &str, first_ms: u64, last_ms: u64) -> String {
 /// `sources/<source>/snapshots/<id>/data/<ns>/<part:6>.seg`.
 pub fn snapshot_data_key(source: &str, snapshot: &str, namespace: &str, part: u32) -> String {
     format!(
-        "sources/{source}/snapshots/{snapshot}/data/{}/{part:06}.seg",
+        "{}{}/{part:06}.seg",
+        snapshot_data_prefix(source, snapshot),
         encode_namespace(namespace)
     )
+}
+
+/// `sources/<source>/snapshots/<id>/data/`: every data segment of one snapshot.
+pub fn snapshot_data_prefix(source: &str, snapshot: &str) -> String {
+    format!("sources/{source}/snapshots/{snapshot}/data/")
 }
 
 /// `sources/<source>/snapshots/<id>/manifest.seg`.
