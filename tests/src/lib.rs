@@ -12,6 +12,7 @@ pub mod agent;
 pub mod kafka;
 pub mod mongod;
 pub mod restore;
+pub mod workload;
 
 /// The hint printed whenever a service variable is missing.
 pub const SERVICES_HINT: &str =

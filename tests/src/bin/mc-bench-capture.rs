@@ -59,6 +59,7 @@ use mc_core::crypto::{Keyring, KeyringSource, SecretKey};
 use mc_core::format::{OplogTs, StreamKind, WriterInfo};
 use mc_core::storage::local::LocalDir;
 use mc_tests::mongod::{PrivateReplSet, ReplSetConfig};
+use mc_tests::workload::{worker, Counts};
 use mongodb::bson::{doc, Bson, Document, RawDocument, RawDocumentBuf, Timestamp};
 use mongodb::options::CursorType;
 use mongodb::Client;
@@ -706,20 +707,6 @@ async fn bare_read(
 
 // --- the workload (the mix of mc-loadgen) --------------------------------------------------------
 
-#[derive(Default, Debug, Clone, Copy)]
-struct Counts {
-    inserts: u64,
-    updates: u64,
-    deletes: u64,
-    transactions: u64,
-}
-
-impl Counts {
-    fn total(&self) -> u64 {
-        self.inserts + self.updates + self.deletes + self.transactions
-    }
-}
-
 struct LoadReport {
     counts: Counts,
     secs: f64,
@@ -771,15 +758,17 @@ impl Load {
                 let mut handles = Vec::new();
                 for w in 0..workers {
                     let client = client.clone();
-                    handles.push(tokio::spawn(worker(client, w, per_worker, deadline)));
+                    handles.push(tokio::spawn(worker(
+                        client,
+                        "loadgen".into(),
+                        w,
+                        per_worker,
+                        deadline,
+                    )));
                 }
                 let mut total = Counts::default();
                 for h in handles {
-                    let c = h.await??;
-                    total.inserts += c.inserts;
-                    total.updates += c.updates;
-                    total.deletes += c.deletes;
-                    total.transactions += c.transactions;
+                    total.add(h.await??);
                 }
                 Ok(LoadReport {
                     counts: total,
@@ -791,117 +780,6 @@ impl Load {
         Self { started_ms, handle }
     }
 }
-
-const WORDS: &[&str] = &[
-    "interview",
-    "candidate",
-    "question",
-    "answer",
-    "score",
-    "panel",
-    "feedback",
-    "schedule",
-    "room",
-    "python",
-    "rust",
-    "system",
-    "design",
-    "hire",
-    "offer",
-    "remote",
-    "onsite",
-    "review",
-    "notes",
-];
-
-fn document(id: i64, rng: &mut u64) -> Document {
-    let mut text = String::new();
-    while text.len() < 700 {
-        text.push_str(WORDS[(next(rng) % WORDS.len() as u64) as usize]);
-        text.push(' ');
-    }
-    doc! {
-        "_id": id,
-        "candidate": format!("cand-{}", next(rng) % 100_000),
-        "email": format!("user{}@example.com", next(rng) % 1_000_000),
-        "score": (next(rng) % 100) as i32,
-        "tags": [WORDS[(next(rng) % 19) as usize], WORDS[(next(rng) % 19) as usize]],
-        "counters": {"views": 0, "edits": 0},
-        "notes": text,
-    }
-}
-
-fn next(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
-/// One writer of `mc-loadgen`'s mix: per 20 operations, 11 inserts, 6 updates, 2 deletes and one
-/// transaction (two inserts and an `$inc`), paced to `rate` per second.
-async fn worker(client: Client, w: u64, rate: u64, deadline: Instant) -> anyhow::Result<Counts> {
-    let coll = client
-        .database("loadgen")
-        .collection::<Document>("interviews");
-    let mut counts = Counts::default();
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (w + 1);
-    let run = (unix_ms() / 1000) & 0xF_FFFF;
-    let base = (run << 40) | ((w as i64) << 32);
-    let mut next_id = 0i64;
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let started = Instant::now();
-    let mut n: u64 = 0;
-    while Instant::now() < deadline {
-        let id = base + next_id;
-        match n % 20 {
-            19 if next_id > 2 => {
-                let mut session = client.start_session().await?;
-                session.start_transaction().await?;
-                coll.insert_one(document(id, &mut rng))
-                    .session(&mut session)
-                    .await?;
-                coll.insert_one(document(id + 1, &mut rng))
-                    .session(&mut session)
-                    .await?;
-                coll.update_one(
-                    doc! {"_id": base + next_id / 2},
-                    doc! {"$inc": {"counters.edits": 1}},
-                )
-                .session(&mut session)
-                .await?;
-                session.commit_transaction().await?;
-                next_id += 2;
-                counts.transactions += 1;
-            }
-            10..=15 if next_id > 0 => {
-                let target = base + (next(&mut rng) % next_id as u64) as i64;
-                coll.update_one(
-                    doc! {"_id": target},
-                    doc! {"$set": {"score": (next(&mut rng) % 100) as i32}, "$inc": {"counters.views": 1}},
-                )
-                .await?;
-                counts.updates += 1;
-            }
-            16..=17 if next_id > 10 => {
-                let target = base + (next(&mut rng) % next_id as u64) as i64;
-                coll.delete_one(doc! {"_id": target}).await?;
-                counts.deletes += 1;
-            }
-            _ => {
-                coll.insert_one(document(id, &mut rng)).await?;
-                next_id += 1;
-                counts.inserts += 1;
-            }
-        }
-        n += 1;
-        let due = started + interval * n as u32;
-        tokio::time::sleep_until(due.into()).await;
-    }
-    Ok(counts)
-}
-
-// --- RPO figures ---------------------------------------------------------------------------------
 
 fn add_gauge_rows(phase: &'static str, gauge: &[f64], table: &mut Table) {
     let mut g = gauge.to_vec();

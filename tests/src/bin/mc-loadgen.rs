@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use mongodb::bson::{doc, Document};
+use mc_tests::workload::{worker, Counts};
+use mongodb::bson::doc;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,36 +33,6 @@ struct Args {
     workers: u64,
 }
 
-#[derive(Default, Debug, Clone, Copy)]
-struct Counts {
-    inserts: u64,
-    updates: u64,
-    deletes: u64,
-    transactions: u64,
-}
-
-const WORDS: &[&str] = &[
-    "interview",
-    "candidate",
-    "question",
-    "answer",
-    "score",
-    "panel",
-    "feedback",
-    "schedule",
-    "room",
-    "python",
-    "rust",
-    "system",
-    "design",
-    "hire",
-    "offer",
-    "remote",
-    "onsite",
-    "review",
-    "notes",
-];
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -81,10 +52,7 @@ async fn main() -> anyhow::Result<()> {
     let mut total = Counts::default();
     for h in handles {
         let c = h.await.context("worker panicked")??;
-        total.inserts += c.inserts;
-        total.updates += c.updates;
-        total.deletes += c.deletes;
-        total.transactions += c.transactions;
+        total.add(c);
     }
     // The majority point after the last write: everything we wrote is at or before it.
     let hello = client
@@ -103,109 +71,4 @@ async fn main() -> anyhow::Result<()> {
         })
     );
     Ok(())
-}
-
-fn document(id: i64, rng: &mut u64) -> Document {
-    let mut text = String::new();
-    while text.len() < 700 {
-        text.push_str(WORDS[(next(rng) % WORDS.len() as u64) as usize]);
-        text.push(' ');
-    }
-    doc! {
-        "_id": id,
-        "candidate": format!("cand-{}", next(rng) % 100_000),
-        "email": format!("user{}@example.com", next(rng) % 1_000_000),
-        "score": (next(rng) % 100) as i32,
-        "tags": [WORDS[(next(rng) % 19) as usize], WORDS[(next(rng) % 19) as usize]],
-        "counters": {"views": 0, "edits": 0},
-        "notes": text,
-    }
-}
-
-fn unix_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn next(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
-async fn worker(
-    client: mongodb::Client,
-    db: String,
-    w: u64,
-    rate: u64,
-    deadline: Instant,
-) -> anyhow::Result<Counts> {
-    let coll = client.database(&db).collection::<Document>("interviews");
-    let mut counts = Counts::default();
-    let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (w + 1);
-    // Ids unique across runs (the demo runs it again on the same database) and workers.
-    let run = (unix_secs() & 0xF_FFFF) as i64;
-    let base = (run << 40) | ((w as i64) << 32);
-    let mut next_id = 0i64;
-    let interval = (rate > 0).then(|| Duration::from_secs_f64(1.0 / rate as f64));
-    let started = Instant::now();
-    let mut n: u64 = 0;
-    while Instant::now() < deadline {
-        let id = base + next_id;
-        match n % 20 {
-            // A small transaction: insert two documents and bump a third, atomically.
-            19 if next_id > 2 => {
-                let mut session = client.start_session().await?;
-                session.start_transaction().await?;
-                coll.insert_one(document(id, &mut rng))
-                    .session(&mut session)
-                    .await?;
-                coll.insert_one(document(id + 1, &mut rng))
-                    .session(&mut session)
-                    .await?;
-                coll.update_one(
-                    doc! {"_id": base + next_id / 2},
-                    doc! {"$inc": {"counters.edits": 1}},
-                )
-                .session(&mut session)
-                .await?;
-                session.commit_transaction().await?;
-                next_id += 2;
-                counts.transactions += 1;
-            }
-            0..=9 => {
-                coll.insert_one(document(id, &mut rng)).await?;
-                next_id += 1;
-                counts.inserts += 1;
-            }
-            10..=15 if next_id > 0 => {
-                let target = base + (next(&mut rng) % next_id as u64) as i64;
-                coll.update_one(
-                    doc! {"_id": target},
-                    doc! {"$set": {"score": (next(&mut rng) % 100) as i32}, "$inc": {"counters.views": 1}},
-                )
-                .await?;
-                counts.updates += 1;
-            }
-            16..=17 if next_id > 10 => {
-                let target = base + (next(&mut rng) % next_id as u64) as i64;
-                coll.delete_one(doc! {"_id": target}).await?;
-                counts.deletes += 1;
-            }
-            _ => {
-                coll.insert_one(document(id, &mut rng)).await?;
-                next_id += 1;
-                counts.inserts += 1;
-            }
-        }
-        n += 1;
-        if let Some(iv) = interval {
-            let due = started + iv * n as u32;
-            tokio::time::sleep_until(due.into()).await;
-        }
-    }
-    Ok(counts)
 }
