@@ -84,3 +84,28 @@ pub fn metric_value(metrics: &str, name: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// Writes `dir/policy.yaml` for tests: a policy named `name` for source `source_id`, its MongoDB
+/// URI read from environment variable `mongodb_env`, the repository, keyring and spool in `dir`
+/// (`repo/`, `keyring`, `spool/`, as [`crate::restore::repo_paths`] expects), the usual
+/// objectives, a daily snapshot and one kept, plus `extra` (more YAML sections: capture, http,
+/// lease, kafka, drills). Returns its path.
+pub fn write_test_policy(
+    dir: &Path,
+    name: &str,
+    source_id: &str,
+    mongodb_env: &str,
+    extra: &str,
+) -> std::path::PathBuf {
+    let policy = format!(
+        "version: 1\nname: {name}\nsource:\n  id: {source_id}\n  mongodb:\n    uri: {{ env: {mongodb_env} }}\n\
+repository:\n  url: {repo}\n  keyring: {{ file: {keyring} }}\n  spool_dir: {spool}\n\
+objectives:\n  rpo: 15m\n  rto: 4h\nsnapshots:\n  schedule: \"0 0 2 * * *\"\nretention:\n  keep_daily: 1\n{extra}",
+        repo = dir.join("repo").display(),
+        keyring = dir.join("keyring").display(),
+        spool = dir.join("spool").display(),
+    );
+    let path = dir.join("policy.yaml");
+    std::fs::write(&path, policy).expect("writing the test policy");
+    path
+}

@@ -12,43 +12,22 @@ use mc_agent::capture::oplog::{to_bson_ts, to_ts, OplogSource};
 use mc_core::catalog::{Catalog, Repository, Timeline};
 use mc_core::format::{OplogTs, StreamKind};
 use mc_core::storage::local::LocalDir;
-use mc_tests::agent::{free_port, http_get};
+use mc_tests::agent::{free_port, http_get, write_test_policy};
 use mc_tests::*;
 use mongodb::bson::{doc, RawDocumentBuf};
 use tokio::sync::watch;
 
 fn write_policy(dir: &Path, source_id: &str, port: u16) -> std::path::PathBuf {
-    let policy = format!(
-        r#"version: 1
-name: process-test
-source:
-  id: {source_id}
-  mongodb:
-    uri: {{ env: MC_TEST_MONGODB_URI }}
-repository:
-  url: {repo}
-  keyring: {{ file: {keyring} }}
-  spool_dir: {spool}
-objectives:
-  rpo: 15m
-  rto: 4h
-capture:
-  seal_interval: 300ms
-  max_segment_bytes: 64KiB
-snapshots:
-  schedule: "0 0 2 * * *"
-retention:
-  keep_daily: 1
-http:
-  listen: 127.0.0.1:{port}
-"#,
-        repo = dir.join("repo").display(),
-        keyring = dir.join("keyring").display(),
-        spool = dir.join("spool").display(),
+    let extra = format!(
+        "capture:\n  seal_interval: 300ms\n  max_segment_bytes: 64KiB\nhttp:\n  listen: 127.0.0.1:{port}\n"
     );
-    let path = dir.join("policy.yaml");
-    std::fs::write(&path, policy).unwrap();
-    path
+    write_test_policy(
+        dir,
+        "process-test",
+        source_id,
+        "MC_TEST_MONGODB_URI",
+        &extra,
+    )
 }
 
 fn newest_durable(port: u16) -> Option<OplogTs> {

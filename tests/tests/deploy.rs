@@ -754,46 +754,20 @@ async fn probes_and_alerted_metrics_exist_on_a_running_agent() {
     let port = free_port();
     mc_core::crypto::keys::create_keyring_file(&dir.path().join("keyring")).unwrap();
     std::fs::write(dir.path().join("scratch"), mongodb_uri()).unwrap();
-    let policy = dir.path().join("policy.yaml");
-    std::fs::write(
-        &policy,
-        format!(
-            r#"version: 1
-name: deploy-test
-source:
-  id: {source_id}
-  mongodb:
-    uri: {{ env: MC_TEST_MONGODB_URI }}
-repository:
-  url: {repo}
-  keyring: {{ file: {dir}/keyring }}
-  spool_dir: {dir}/spool
-objectives:
-  rpo: 15m
-  rto: 4h
-capture:
-  seal_interval: 300ms
-snapshots:
-  schedule: "0 0 2 * * *"
-retention:
-  keep_daily: 1
-lease:
-  redis_url: {{ env: MC_REDIS_URL }}
-  ttl: 5s
-http:
-  listen: 127.0.0.1:{port}
-kafka:
-  bootstrap_servers: {{ env: MC_KAFKA_BOOTSTRAP }}
-  interval: 1s
-drills:
-  schedule: "0 0 3 * * Sun"
-  scratch_uri: {{ file: {dir}/scratch }}
-"#,
-            repo = dir.path().join("repo").display(),
-            dir = dir.path().display(),
-        ),
-    )
-    .unwrap();
+    let extra = format!(
+        "capture:\n  seal_interval: 300ms\nlease:\n  redis_url: {{ env: MC_REDIS_URL }}\n  ttl: 5s\n\
+http:\n  listen: 127.0.0.1:{port}\n\
+kafka:\n  bootstrap_servers: {{ env: MC_KAFKA_BOOTSTRAP }}\n  interval: 1s\n\
+drills:\n  schedule: \"0 0 3 * * Sun\"\n  scratch_uri: {{ file: {dir}/scratch }}\n",
+        dir = dir.path().display(),
+    );
+    let policy = mc_tests::agent::write_test_policy(
+        dir.path(),
+        "deploy-test",
+        &source_id,
+        "MC_TEST_MONGODB_URI",
+        &extra,
+    );
     let log = dir.path().join("agent.log");
     let mut agent = Command::new(workspace_bin("mc-agent"))
         .args(["run", "--policy"])

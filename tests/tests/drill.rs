@@ -13,33 +13,7 @@ use mc_tests::*;
 use mongodb::bson::{doc, Document};
 
 fn write_policy(dir: &Path, source_id: &str) -> std::path::PathBuf {
-    let (repo, keyring) = repo_paths(dir);
-    let policy = format!(
-        r#"version: 1
-name: drill-test
-source:
-  id: {source_id}
-  mongodb:
-    uri: {{ env: MC_TEST_MONGODB_URI }}
-repository:
-  url: {repo}
-  keyring: {{ file: {keyring} }}
-  spool_dir: {spool}
-objectives:
-  rpo: 15m
-  rto: 4h
-snapshots:
-  schedule: "0 0 2 * * *"
-retention:
-  keep_daily: 1
-"#,
-        repo = repo.display(),
-        keyring = keyring.display(),
-        spool = dir.join("spool").display(),
-    );
-    let path = dir.join("policy.yaml");
-    std::fs::write(&path, policy).unwrap();
-    path
+    mc_tests::agent::write_test_policy(dir, "drill-test", source_id, "MC_TEST_MONGODB_URI", "")
 }
 
 fn drill(policy: &Path, args: &[&str]) -> std::process::Output {
@@ -359,39 +333,18 @@ async fn scheduled_drill_fires_from_the_policy_and_updates_metrics() {
     let dir = tempfile::tempdir().unwrap();
     mc_core::crypto::keys::create_keyring_file(&dir.path().join("keyring")).unwrap();
     let port = free_port();
-    let policy = format!(
-        r#"version: 1
-name: scheduled-drill-test
-source:
-  id: sched
-  mongodb:
-    uri: {{ env: MC_SOURCE_URI }}
-repository:
-  url: {repo}
-  keyring: {{ file: {keyring} }}
-  spool_dir: {spool}
-objectives:
-  rpo: 15m
-  rto: 4h
-capture:
-  seal_interval: 300ms
-  max_segment_bytes: 64KiB
-snapshots:
-  schedule: "0 0 2 * * *"
-retention:
-  keep_daily: 1
-drills:
-  schedule: "*/2 * * * * *"
-  scratch_uri: {{ env: MC_SCRATCH_URI }}
-http:
-  listen: 127.0.0.1:{port}
-"#,
-        repo = dir.path().join("repo").display(),
-        keyring = dir.path().join("keyring").display(),
-        spool = dir.path().join("spool").display(),
+    let extra = format!(
+        "capture:\n  seal_interval: 300ms\n  max_segment_bytes: 64KiB\n\
+drills:\n  schedule: \"*/2 * * * * *\"\n  scratch_uri: {{ env: MC_SCRATCH_URI }}\n\
+http:\n  listen: 127.0.0.1:{port}\n"
     );
-    let policy_path = dir.path().join("policy.yaml");
-    std::fs::write(&policy_path, policy).unwrap();
+    let policy_path = mc_tests::agent::write_test_policy(
+        dir.path(),
+        "scheduled-drill-test",
+        "sched",
+        "MC_SOURCE_URI",
+        &extra,
+    );
     let log = dir.path().join("agent.log");
     let mut agent = std::process::Command::new(workspace_bin("mc-agent"))
         .args(["run", "--policy"])

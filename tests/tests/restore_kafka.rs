@@ -316,16 +316,13 @@ async fn one_command_restores_mongodb_and_kafka_to_the_same_moment() {
 
     // A drill with the policy's kafka section also plans (never applies) the group reset at the
     // restored point: the offsets stay where the restore put them.
-    let policy = dir.path().join("policy.yaml");
-    std::fs::write(
-        &policy,
-        format!(
-            "version: 1\nname: rk-drill\nsource:\n  id: {source_id}\n  mongodb:\n    uri: {{ env: MC_TEST_MONGODB_URI }}\nrepository:\n  url: {repo}\n  keyring: {{ file: {keyring} }}\n  spool_dir: {spool}\nobjectives:\n  rpo: 15m\n  rto: 4h\nsnapshots:\n  schedule: \"0 0 2 * * *\"\nretention:\n  keep_daily: 1\nkafka:\n  bootstrap_servers: [\"{bootstrap}\"]\n  groups: [\"{group}\"]\n",
-            keyring = keyring.display(),
-            spool = dir.path().join("spool").display(),
-        ),
-    )
-    .unwrap();
+    let policy = mc_tests::agent::write_test_policy(
+        dir.path(),
+        "rk-drill",
+        &source_id,
+        "MC_TEST_MONGODB_URI",
+        &format!("kafka:\n  bootstrap_servers: [\"{bootstrap}\"]\n  groups: [\"{group}\"]\n"),
+    );
     let out = std::process::Command::new(mc_tests::workspace_bin("mc-restore"))
         .args(["drill", "--policy"])
         .arg(&policy)
