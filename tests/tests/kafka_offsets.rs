@@ -133,23 +133,7 @@ async fn offsets_restored_to_each_recorded_moment() {
 
     // A dry run plans and changes nothing.
     let at0 = rfc3339(recorded[0].0);
-    let out = mc_restore(
-        &[
-            "kafka-offsets",
-            "--at",
-            &at0,
-            "--groups",
-            &group,
-            "--repo",
-            &repo,
-            "--source",
-            SOURCE,
-            "--bootstrap",
-            &bootstrap,
-            "--dry-run",
-        ],
-        &keyring,
-    );
+    let out = kafka_offsets(&at0, &group, &repo, &bootstrap, &["--dry-run"], &keyring);
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -166,23 +150,7 @@ async fn offsets_restored_to_each_recorded_moment() {
     // Restore each moment, newest first then oldest, and compare with what the test committed.
     for (t, want) in recorded.iter().rev().chain(recorded.iter().take(1)) {
         let at = rfc3339(*t);
-        let out = mc_restore(
-            &[
-                "kafka-offsets",
-                "--at",
-                &at,
-                "--groups",
-                &group,
-                "--repo",
-                &repo,
-                "--source",
-                SOURCE,
-                "--bootstrap",
-                &bootstrap,
-                "--json",
-            ],
-            &keyring,
-        );
+        let out = kafka_offsets(&at, &group, &repo, &bootstrap, &["--json"], &keyring);
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -199,20 +167,12 @@ async fn offsets_restored_to_each_recorded_moment() {
     }
 
     // Unknown group: a clear error naming the pattern and the groups recorded.
-    let out = mc_restore(
-        &[
-            "kafka-offsets",
-            "--at",
-            "latest",
-            "--groups",
-            "no-such-group-*",
-            "--repo",
-            &repo,
-            "--source",
-            SOURCE,
-            "--bootstrap",
-            &bootstrap,
-        ],
+    let out = kafka_offsets(
+        "latest",
+        "no-such-group-*",
+        &repo,
+        &bootstrap,
+        &[],
         &keyring,
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -226,20 +186,12 @@ async fn offsets_restored_to_each_recorded_moment() {
     );
 
     // A point before the first capture: nothing recorded at or before it.
-    let out = mc_restore(
-        &[
-            "kafka-offsets",
-            "--at",
-            "2001-01-01T00:00:00Z",
-            "--groups",
-            &group,
-            "--repo",
-            &repo,
-            "--source",
-            SOURCE,
-            "--bootstrap",
-            &bootstrap,
-        ],
+    let out = kafka_offsets(
+        "2001-01-01T00:00:00Z",
+        &group,
+        &repo,
+        &bootstrap,
+        &[],
         &keyring,
     );
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
@@ -251,22 +203,12 @@ async fn offsets_restored_to_each_recorded_moment() {
 
     // Broker unreachable: a clear error within the timeout, non-zero exit, nothing hangs.
     let t0 = Instant::now();
-    let out = mc_restore(
-        &[
-            "kafka-offsets",
-            "--at",
-            "latest",
-            "--groups",
-            &group,
-            "--repo",
-            &repo,
-            "--source",
-            SOURCE,
-            "--bootstrap",
-            "127.0.0.1:1",
-            "--timeout",
-            "2s",
-        ],
+    let out = kafka_offsets(
+        "latest",
+        &group,
+        &repo,
+        "127.0.0.1:1",
+        &["--timeout", "2s"],
         &keyring,
     );
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
@@ -305,22 +247,7 @@ async fn active_group_is_refused_naming_its_members() {
     assert!(members(&group).await.contains(&client_id));
 
     let before = committed_now(&topic, &group).await;
-    let out = mc_restore(
-        &[
-            "kafka-offsets",
-            "--at",
-            "latest",
-            "--groups",
-            &group,
-            "--repo",
-            &repo,
-            "--source",
-            SOURCE,
-            "--bootstrap",
-            &kafka_bootstrap(),
-        ],
-        &keyring,
-    );
+    let out = kafka_offsets("latest", &group, &repo, &kafka_bootstrap(), &[], &keyring);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     assert!(
@@ -333,29 +260,16 @@ async fn active_group_is_refused_naming_its_members() {
 
     // With --wait-inactive, the reset goes ahead once the consumer leaves.
     let waiting = {
-        let args: Vec<String> = [
-            "kafka-offsets",
-            "--at",
-            "latest",
-            "--groups",
-            &group,
-            "--repo",
-            &repo,
-            "--source",
-            SOURCE,
-            "--bootstrap",
-            &kafka_bootstrap(),
-            "--wait-inactive",
-            "60s",
-            "--json",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let keyring = keyring.clone();
+        let (group, repo, keyring) = (group.clone(), repo.clone(), keyring.clone());
         tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            mc_restore(&args, &keyring)
+            kafka_offsets(
+                "latest",
+                &group,
+                &repo,
+                &kafka_bootstrap(),
+                &["--wait-inactive", "60s", "--json"],
+                &keyring,
+            )
         })
     };
     drop(consumer);
@@ -397,4 +311,31 @@ async fn capture_counts_errors_and_stops_promptly_when_the_broker_is_down() {
     );
     let listed = std::fs::read_dir(dir.path().join("repo")).unwrap().count();
     assert!(listed >= 1);
+}
+
+/// Runs `mc-restore kafka-offsets --at AT --groups GROUP --repo REPO --source SOURCE
+/// --bootstrap BOOTSTRAP` followed by `extra`.
+fn kafka_offsets(
+    at: &str,
+    group: &str,
+    repo: &str,
+    bootstrap: &str,
+    extra: &[&str],
+    keyring: &std::path::Path,
+) -> std::process::Output {
+    let mut args = vec![
+        "kafka-offsets",
+        "--at",
+        at,
+        "--groups",
+        group,
+        "--repo",
+        repo,
+        "--source",
+        SOURCE,
+        "--bootstrap",
+        bootstrap,
+    ];
+    args.extend_from_slice(extra);
+    mc_restore(&args, keyring)
 }
