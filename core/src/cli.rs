@@ -104,6 +104,13 @@ pub struct RepoOpts {
     #[arg(long, env = "MC_REPO", value_name = "URL")]
     pub repo: String,
 
+    #[command(flatten)]
+    pub keys: KeyringOpts,
+}
+
+/// Which keyring opens a repository named on the command line.
+#[derive(Debug, Clone, Args)]
+pub struct KeyringOpts {
     /// Keyring file (one base64 key per line, primary first), e.g. a mounted Secret.
     #[arg(
         long,
@@ -118,7 +125,7 @@ pub struct RepoOpts {
     pub keyring_env: Option<String>,
 }
 
-impl RepoOpts {
+impl KeyringOpts {
     /// The keyring source these options name.
     pub fn keyring_source(&self) -> anyhow::Result<crate::crypto::KeyringSource> {
         use crate::crypto::KeyringSource;
@@ -130,11 +137,13 @@ impl RepoOpts {
             ),
         }
     }
+}
 
+impl RepoOpts {
     /// Loads the keyring and opens the repository (which must exist unless `create`).
     pub async fn open(&self, create: bool) -> anyhow::Result<crate::catalog::Repository> {
         use anyhow::Context;
-        let source = self.keyring_source()?;
+        let source = self.keys.keyring_source()?;
         let keyring = crate::crypto::Keyring::load(&source)?;
         let url = crate::storage::RepoUrl::parse(&self.repo)?;
         crate::catalog::Repository::open(&url, keyring, create)
@@ -155,18 +164,9 @@ pub struct SourceOpts {
     #[arg(long, env = "MC_REPO", value_name = "URL")]
     pub repo: Option<String>,
 
-    /// Keyring file (with --repo).
-    #[arg(
-        long,
-        env = "MC_KEYRING_FILE",
-        value_name = "FILE",
-        conflicts_with = "keyring_env"
-    )]
-    pub keyring: Option<std::path::PathBuf>,
-
-    /// Environment variable holding the keyring (with --repo).
-    #[arg(long, value_name = "VAR")]
-    pub keyring_env: Option<String>,
+    /// The keyring (with --repo).
+    #[command(flatten)]
+    pub keys: KeyringOpts,
 
     /// Source id in the repository (default: the policy's, or the repository's only source).
     #[arg(long, value_name = "ID")]
@@ -189,8 +189,7 @@ impl SourceOpts {
             (None, Some(repo)) => {
                 let opts = RepoOpts {
                     repo: repo.clone(),
-                    keyring: self.keyring.clone(),
-                    keyring_env: self.keyring_env.clone(),
+                    keys: self.keys.clone(),
                 };
                 (opts.open(false).await?, None)
             }

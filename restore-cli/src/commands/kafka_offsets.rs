@@ -151,10 +151,10 @@ pub fn command_line(
         if let Some(repo) = &source.repo {
             args.extend(["--repo".into(), mc_restore::target::redact(repo)]);
         }
-        if let Some(keyring) = &source.keyring {
+        if let Some(keyring) = &source.keys.keyring {
             args.extend(["--keyring".into(), keyring.display().to_string()]);
         }
-        if let Some(var) = &source.keyring_env {
+        if let Some(var) = &source.keys.keyring_env {
             args.extend(["--keyring-env".into(), var.clone()]);
         }
     }
@@ -232,8 +232,10 @@ mod tests {
         let source = SourceOpts {
             policy: None,
             repo: Some("/backups/repo".into()),
-            keyring: Some("/etc/mc/keyring".into()),
-            keyring_env: None,
+            keys: mc_core::cli::KeyringOpts {
+                keyring: Some("/etc/mc/keyring".into()),
+                keyring_env: None,
+            },
             source: None,
         };
         let mut options = KafkaResetOptions::new("k0:9092,k1:9092", vec![], false);
