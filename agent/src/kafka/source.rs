@@ -109,33 +109,26 @@ fn read_groups(
         .map(|g| g.name)
         .filter(|g| (wants_internal || !is_internal_group(g)) && matches_any(patterns, g))
         .collect();
-    client.retain_groups(&|g| names.iter().any(|n| n == g));
-    let mut committed: BTreeMap<String, Vec<(String, i32, i64)>> = BTreeMap::new();
-    if !names.is_empty() {
-        let partitions: Vec<(String, i32)> = client
-            .topics()?
-            .into_iter()
-            .flat_map(|(topic, ids)| ids.into_iter().map(move |id| (topic.clone(), id)))
-            .collect();
-        for group in &names {
-            let offsets = client
-                .committed(group, &partitions)?
+    // One batched request per kind (docs/performance.md, "Kafka capture at scale").
+    let committed: BTreeMap<String, Vec<(String, i32, i64)>> = client
+        .committed_of_groups(&names)?
+        .into_iter()
+        .map(|(group, offsets)| {
+            let offsets = offsets
                 .into_iter()
                 .map(|(topic, c)| (topic, c.partition, c.offset))
                 .collect();
-            committed.insert(group.clone(), offsets);
-        }
-    }
-    let wanted: BTreeSet<(String, i32)> = committed
+            (group, offsets)
+        })
+        .collect();
+    let wanted: Vec<(String, i32)> = committed
         .values()
         .flatten()
         .map(|(t, p, _)| (t.clone(), *p))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
         .collect();
-    let mut marks: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
-    for (topic, partition) in wanted {
-        let wm = client.watermarks(&topic, partition)?;
-        marks.insert((topic, partition), wm);
-    }
+    let marks = client.watermarks_of(&wanted)?;
     Ok(committed
         .into_iter()
         .map(|(group, offsets)| {
