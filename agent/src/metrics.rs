@@ -68,6 +68,8 @@ pub struct KafkaMetrics {
     pub cycles: AtomicU64,
     /// Time of the newest successful cycle, Unix ms.
     pub last_cycle_ms: AtomicI64,
+    /// How long the newest successful cycle took (list groups, offsets, watermarks), µs.
+    pub last_cycle_micros: AtomicU64,
     /// Groups seen by the newest successful cycle.
     pub groups_tracked: AtomicU64,
     /// Failed capture cycles (each is retried with backoff).
@@ -82,8 +84,10 @@ pub struct KafkaMetrics {
 }
 
 impl KafkaMetrics {
-    /// Takes in one successful cycle: groups tracked and their lag.
-    pub fn record_cycle(&self, obs: &crate::kafka::source::Observation) {
+    /// Takes in one successful cycle that took `took`: groups tracked and their lag.
+    pub fn record_cycle(&self, obs: &crate::kafka::source::Observation, took: std::time::Duration) {
+        self.last_cycle_micros
+            .store(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
         self.groups_tracked.store(obs.groups.len() as u64, Relaxed);
         let lags: BTreeMap<String, i64> = obs
             .groups
@@ -105,11 +109,36 @@ impl KafkaMetrics {
         self.cycles.fetch_add(1, Relaxed);
     }
 
+    /// The Kafka part of `/status`.
+    pub fn status(&self) -> KafkaStatus {
+        let cycles = self.cycles.load(Relaxed);
+        KafkaStatus {
+            cycles,
+            groups_tracked: self.groups_tracked.load(Relaxed),
+            last_cycle: rfc3339_ms(self.last_cycle_ms.load(Relaxed)),
+            last_cycle_seconds: (cycles > 0)
+                .then(|| self.last_cycle_micros.load(Relaxed) as f64 / 1e6),
+            newest_durable: rfc3339_ms(self.durable_ms.load(Relaxed)),
+            rpo_seconds: self.rpo_seconds(),
+            capture_errors: self.capture_errors.load(Relaxed),
+            upload_errors: self.upload_errors.load(Relaxed),
+            segments_uploaded: self.segments_uploaded.load(Relaxed),
+            total_lag: self.lag.lock().map(|l| l.values().sum()).unwrap_or(0),
+        }
+    }
+
     /// now − time of the newest durable cycle, when there is one.
     pub fn rpo_seconds(&self) -> Option<f64> {
         let ms = self.durable_ms.load(Relaxed);
         (ms > 0).then(|| ((chrono::Utc::now().timestamp_millis() - ms) as f64 / 1000.0).max(0.0))
     }
+}
+
+/// Unix ms as RFC 3339 with ms; 0 (never) as `None`.
+fn rfc3339_ms(ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .filter(|_| ms > 0)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 /// A label value in the Prometheus text format.
@@ -144,6 +173,29 @@ pub struct StatusSnapshot {
     pub newest_durable_wall: Option<String>,
     /// Seconds between now and the newest durable entry's wall time.
     pub rpo_seconds: Option<f64>,
+    /// Kafka offset capture; `None` when the policy has no `kafka:` section.
+    pub kafka: Option<KafkaStatus>,
+}
+
+/// The Kafka part of `/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct KafkaStatus {
+    /// Successful capture cycles of this process.
+    pub cycles: u64,
+    pub groups_tracked: u64,
+    /// Time of the newest successful cycle (RFC 3339), if any.
+    pub last_cycle: Option<String>,
+    /// How long the newest successful cycle took, seconds.
+    pub last_cycle_seconds: Option<f64>,
+    /// Time of the newest durable cycle (RFC 3339), if any.
+    pub newest_durable: Option<String>,
+    /// Now minus the newest durable cycle, seconds.
+    pub rpo_seconds: Option<f64>,
+    pub capture_errors: u64,
+    pub upload_errors: u64,
+    pub segments_uploaded: u64,
+    /// Sum over the tracked groups of their lag (high watermark − committed) at the newest cycle.
+    pub total_lag: i64,
 }
 
 impl Metrics {
@@ -179,10 +231,9 @@ impl Metrics {
             lease_held: self.lease_held.load(Relaxed) == 1,
             lease_fence: self.lease_fence.load(Relaxed),
             newest_durable_ts: (durable > 0).then(|| unpack(durable).to_string()),
-            newest_durable_wall: chrono::DateTime::from_timestamp_millis(wall)
-                .filter(|_| wall > 0)
-                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            newest_durable_wall: rfc3339_ms(wall),
             rpo_seconds: self.rpo_seconds(),
+            kafka: (self.kafka.enabled.load(Relaxed) == 1).then(|| self.kafka.status()),
         }
     }
 
@@ -339,6 +390,22 @@ impl Metrics {
                 "gauge",
                 "Consumer groups whose offsets the newest Kafka capture cycle recorded.",
                 c(&k.groups_tracked),
+            );
+            metric(
+                "mc_kafka_cycles_total",
+                "counter",
+                "Successful Kafka capture cycles.",
+                c(&k.cycles),
+            );
+            metric(
+                "mc_kafka_cycle_seconds",
+                "gauge",
+                "How long the newest successful Kafka capture cycle took (-1 before the first).",
+                if k.cycles.load(Relaxed) > 0 {
+                    format!("{:.6}", k.last_cycle_micros.load(Relaxed) as f64 / 1e6)
+                } else {
+                    "-1".into()
+                },
             );
             metric(
                 "mc_kafka_capture_errors_total",

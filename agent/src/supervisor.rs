@@ -54,6 +54,10 @@ pub async fn run(
         holder,
         metrics,
     } = parts;
+    // Kafka's metrics and status are shown from the start, also while standing by.
+    if kafka.is_some() {
+        metrics.kafka.enabled.store(1, Relaxed);
+    }
     let Some(store) = lease else {
         metrics.lease_held.store(1, Relaxed);
         let snapshots = spawn_snapshots(&repo, &source, snapshots, &metrics, shutdown.clone());

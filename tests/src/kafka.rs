@@ -67,6 +67,26 @@ pub async fn create_topic(topic: &str) {
     }
 }
 
+/// Deletes the records of `topic`/`partition` before `offset` (DeleteRecords), as retention
+/// would: the partition's low watermark becomes `offset`.
+pub async fn delete_records_before(topic: &str, partition: i32, offset: i64) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", kafka_bootstrap())
+        .create()
+        .expect("kafka admin client");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+        .expect("delete-records partition list");
+    let deleted = admin
+        .delete_records(&tpl, &AdminOptions::new())
+        .await
+        .expect("delete records request");
+    for e in deleted.elements() {
+        e.error()
+            .unwrap_or_else(|err| panic!("delete records of {topic}/{partition}: {err}"));
+    }
+}
+
 /// Produces to every partition of `topic` in turn until `stop` turns true.
 pub fn spawn_producer(
     topic: String,

@@ -9,9 +9,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use mc_tests::kafka::{
-    capture_settings, committed_now, create_topic, members, now_ms, pause, spawn_consumer,
-    spawn_producer, temp_repository, wait_for, wait_members, Cmd, KafkaCapture, Offsets,
-    PARTITIONS,
+    capture_settings, committed_now, create_topic, delete_records_before, members, now_ms, pause,
+    spawn_consumer, spawn_producer, temp_repository, wait_for, wait_members, Cmd, KafkaCapture,
+    Offsets, PARTITIONS,
 };
 use mc_tests::restore::{mc_restore, repo_paths, show};
 use mc_tests::{kafka_bootstrap, unique_name};
@@ -97,6 +97,16 @@ async fn offsets_restored_to_each_recorded_moment() {
         .contains_key(&group));
     let text = capture.metrics.render("rs0");
     assert!(
+        text.contains("mc_kafka_cycle_seconds{source=\"rs0\"} 0."),
+        "{text}"
+    );
+    let status = capture.metrics.status().kafka.expect("Kafka in /status");
+    assert!(
+        status.cycles >= 6 && status.groups_tracked == 1,
+        "{status:?}"
+    );
+    assert!(status.last_cycle_seconds.is_some() && status.last_cycle.is_some());
+    assert!(
         text.contains(&format!(
             "mc_kafka_group_lag{{source=\"rs0\",group=\"{group}\"}}"
         )),
@@ -165,6 +175,27 @@ async fn offsets_restored_to_each_recorded_moment() {
             "offsets after restoring to {at}"
         );
     }
+
+    // Retention removed messages the group had not consumed at the oldest moment: the restore
+    // commits the partition's new low watermark instead, and says so.
+    let (t0, want0) = &recorded[0];
+    let ((clamped_topic, clamped_partition), old) = want0.iter().next().unwrap();
+    let low = old + 1;
+    delete_records_before(clamped_topic, *clamped_partition, low).await;
+    let at = rfc3339(*t0);
+    let out = kafka_offsets(&at, &group, &repo, &bootstrap, &["--json"], &keyring);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let mut want = want0.clone();
+    want.insert((clamped_topic.clone(), *clamped_partition), low);
+    assert_eq!(committed_now(&topic, &group).await, want, "clamped restore");
+    let warning = format!(
+        "{clamped_topic}/{clamped_partition}: recorded offset {old} is below the low watermark {low}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&warning),
+        "no clamp warning: {}",
+        show(&out)
+    );
 
     // Unknown group: a clear error naming the pattern and the groups recorded.
     let out = kafka_offsets(
@@ -297,6 +328,11 @@ async fn capture_counts_errors_and_stops_promptly_when_the_broker_is_down() {
     })
     .await;
     assert_eq!(capture.metrics.kafka.cycles.load(Relaxed), 0);
+    let status = capture.metrics.status().kafka.expect("Kafka in /status");
+    assert!(
+        status.capture_errors >= 2 && status.last_cycle_seconds.is_none(),
+        "{status:?}"
+    );
     let text = capture.metrics.render("rs0");
     assert!(
         text.contains("mc_kafka_rpo_seconds{source=\"rs0\"} -1"),

@@ -98,7 +98,7 @@ pub async fn run(
         match observed {
             Ok(obs) => {
                 backoff = first_backoff;
-                metrics.kafka.record_cycle(&obs);
+                metrics.kafka.record_cycle(&obs, started.elapsed());
                 if let Some(batch) = checkpointer.push(obs) {
                     if tx.send(batch).await.is_err() {
                         break;
