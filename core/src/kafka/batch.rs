@@ -55,10 +55,8 @@ impl KafkaClient {
             // the group committed. librdkafka copies the request and the options, so both are
             // freed right after (the request here, the options by their guard).
             unsafe {
-                let mut request = rd::rd_kafka_ListConsumerGroupOffsets_new(
-                    name.as_ptr(),
-                    std::ptr::null(),
-                );
+                let mut request =
+                    rd::rd_kafka_ListConsumerGroupOffsets_new(name.as_ptr(), std::ptr::null());
                 rd::rd_kafka_ListConsumerGroupOffsets(rk, &mut request, 1, options.0, queue.0);
                 rd::rd_kafka_ListConsumerGroupOffsets_destroy(request);
             }
@@ -139,7 +137,9 @@ impl KafkaClient {
                     e.error().map_err(|err| self.op_err(&what, err))?;
                     match e.offset() {
                         Offset::Offset(o) => Ok(((e.topic().to_owned(), e.partition()), o)),
-                        other => Err(self.op_err(&what, format!("no offset in the answer ({other:?})"))),
+                        other => {
+                            Err(self.op_err(&what, format!("no offset in the answer ({other:?})")))
+                        }
                     }
                 })
                 .collect()
