@@ -1,16 +1,29 @@
 //! deploy/ checked offline and against the real binaries (no cluster here).
 //!
 //! `scripts/deploy-tools.sh render` (kubectl's built-in kustomize, Helm's Go SDK through
-//! helm-python-sdk, kubernetes-validate's OpenAPI schemas; `scripts/deploy-tools.sh install`
-//! sets them up, scripts/test.sh and .ci/run call it) builds every overlay, renders the chart with
-//! its default values, with values-production.yaml and with every option on, and validates each
-//! document strictly against the Kubernetes 1.32 schemas. Custom resources (ServiceMonitor,
-//! PodMonitor, PrometheusRule, ExternalSecret, PeerAuthentication) have no schema there: they get
-//! the structural checks below. Then the invariants are asserted against the real programs:
-//! probe paths are requested from a running `mc-agent run`, every flag in a manifest is looked up
-//! in `--help`, every metric name in an alert or a dashboard panel is scraped from the running
-//! agent's /metrics, and the Dockerfile copies the workspace's binaries (and is built when a
-//! container engine answers).
+//! helm-python-sdk, kubernetes-validate's OpenAPI schemas, the custom-resource schemas of the
+//! @kubernetes-models npm packages; `scripts/deploy-tools.sh install` sets them up,
+//! scripts/test.sh and .ci/run call it) builds every overlay and the sidecar example, renders the
+//! chart with its default values, with values-production.yaml, with every option on, in sidecar
+//! mode (values-production.yaml + values-sidecar.yaml) alone and inside the example MongoDB chart
+//! deploy/helm/sidecar-example, and validates every document strictly: Kubernetes kinds against
+//! the Kubernetes 1.32 schemas, the operators' custom resources against their own schemas, with
+//! unknown fields as errors in both:
+//!   ServiceMonitor, PodMonitor, PrometheusRule  @kubernetes-models/prometheus-operator 6.0.0
+//!                                               (monitoring.coreos.com/v1 of prometheus-operator
+//!                                               v0.9x, from its Go API types)
+//!   ExternalSecret                              @kubernetes-models/external-secrets 2.0.0
+//!                                               (external-secrets.io/v1, external-secrets v0.16)
+//!   PeerAuthentication                          @kubernetes-models/istio 3.0.1 (Istio 1.29 CRDs)
+//! Every kind deploy/ uses has a real schema; none is left to structural checks alone. Those
+//! schemas ship as compiled validate functions, so deploy-render.py runs them under Node.js and
+//! reports as unknown every field they never read (scripts/deploy-render.py, CRD_VALIDATE); the
+//! render's canaries (each kind with an unknown field and with a wrongly typed spec) prove that
+//! this validation fails when it should. Then the invariants are asserted against the real
+//! programs: probe paths are requested from a running `mc-agent run`, every flag in a manifest is
+//! looked up in `--help`, every metric name in an alert or a dashboard panel is scraped from the
+//! running agent's /metrics, and the Dockerfile copies the workspace's binaries (and is built
+//! when a container engine answers).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -24,13 +37,14 @@ use mc_tests::agent::{free_port, http_get};
 use mc_tests::*;
 use serde_json::Value;
 
-/// Kinds without a schema in kubernetes-validate (custom resources of operators).
-const CUSTOM_KINDS: &[&str] = &[
-    "ServiceMonitor",
-    "PodMonitor",
-    "PrometheusRule",
-    "ExternalSecret",
-    "PeerAuthentication",
+/// Custom resources of operators (no schema in kubernetes-validate) and the npm package whose
+/// schema validates them (scripts/deploy-tools.sh pins the versions).
+const CUSTOM_KINDS: &[(&str, &str)] = &[
+    ("ServiceMonitor", "@kubernetes-models/prometheus-operator@"),
+    ("PodMonitor", "@kubernetes-models/prometheus-operator@"),
+    ("PrometheusRule", "@kubernetes-models/prometheus-operator@"),
+    ("ExternalSecret", "@kubernetes-models/external-secrets@"),
+    ("PeerAuthentication", "@kubernetes-models/istio@"),
 ];
 
 /// Series the alerts and the dashboard use that are not the agent's: Prometheus' own `up` and
@@ -160,7 +174,15 @@ const BUILDS: &[&str] = &[
     "helm:default",
     "helm:production",
     "helm:everything",
+    "helm:sidecar",
+    "helm:sidecar-example",
 ];
+
+/// Builds with mc-agent as a sidecar in a MongoDB StatefulSet.
+const SIDECAR_EXAMPLES: &[&str] = &["kustomize:sidecar-example", "helm:sidecar-example"];
+
+/// Helm renders in sidecar mode: everything but the agent's own workload.
+const HELM_SIDECAR: &[&str] = &["helm:sidecar", "helm:sidecar-example"];
 
 /// Builds that install the whole of mc-backup (DaemonSet, drill, monitoring).
 const INSTALLS: &[&str] = &[
@@ -210,14 +232,21 @@ fn every_build_renders_and_validates_against_the_kubernetes_schemas() {
         }
         for v in arr(&b["validation"]) {
             let kind = v["kind"].as_str().unwrap();
-            match v["result"].as_str().unwrap() {
-                "valid" => assert!(!CUSTOM_KINDS.contains(&kind), "{build}: {v}"),
-                "no-schema" => assert!(
-                    CUSTOM_KINDS.contains(&kind),
-                    "{build}: {kind} has no schema in Kubernetes {}: {v}",
-                    render()["kube_version"]
+            assert_eq!(
+                v["result"], "valid",
+                "{build}: invalid or without a schema: {v}"
+            );
+            let schema = v["schema"].as_str().unwrap_or("");
+            match CUSTOM_KINDS.iter().find(|(k, _)| *k == kind) {
+                Some((_, package)) => assert!(schema.starts_with(package), "{build}: {v}"),
+                None => assert_eq!(
+                    schema,
+                    format!(
+                        "kubernetes-validate {}",
+                        render()["kube_version"].as_str().unwrap()
+                    ),
+                    "{build}: {v}"
                 ),
-                _ => panic!("{build}: invalid against the Kubernetes schema: {v}"),
             }
         }
         for m in arr(&b["lint"]) {
@@ -226,6 +255,51 @@ fn every_build_renders_and_validates_against_the_kubernetes_schemas() {
                 "{build}: helm lint: {m}"
             );
         }
+    }
+}
+
+/// The custom-resource validation can fail: the render breaks each kind twice (an unknown field
+/// in spec, spec of the wrong type) and both must be rejected by the kind's schema.
+#[test]
+fn custom_resource_schemas_reject_broken_documents() {
+    let canaries = arr(&render()["crd_canaries"]);
+    for (kind, _) in CUSTOM_KINDS {
+        let cases: Vec<&Value> = canaries.iter().filter(|c| c["kind"] == *kind).collect();
+        assert_eq!(cases.len(), 2, "{kind}: {canaries:?}");
+        for c in cases {
+            assert_eq!(
+                c["result"], "invalid",
+                "{kind}: a broken document passed: {c}"
+            );
+            let error = c["error"].as_str().unwrap();
+            let wanted = if c["case"].as_str().unwrap().starts_with("unknown field") {
+                "/spec/mcBackupCanary: unknown field"
+            } else {
+                "/spec: type"
+            };
+            assert!(error.contains(wanted), "{kind}: {c}");
+        }
+    }
+}
+
+/// Renders that must fail, with a message that says why (scripts/deploy-render.py).
+#[test]
+fn helm_refuses_an_unknown_mode_and_sidecar_templates_outside_sidecar_mode() {
+    let failures = render()["render_failures"].as_object().unwrap();
+    for (case, wanted) in [
+        (
+            "mode: bogus",
+            "values.mode: \"bogus\" is neither daemonset nor sidecar",
+        ),
+        (
+            "sidecar example with mode: daemonset",
+            "the mc-backup.sidecar* templates need mode: sidecar",
+        ),
+    ] {
+        let error = failures[case]
+            .as_str()
+            .unwrap_or_else(|| panic!("{case}: rendered without an error: {failures:?}"));
+        assert!(error.contains(wanted), "{case}: {error}");
     }
 }
 
@@ -257,10 +331,52 @@ fn installs_hold_every_object_and_no_rbac() {
             }
         }
     }
+    // Sidecar mode: the agent is MongoDB's container, so no DaemonSet, metrics Service or
+    // ServiceMonitor, but a PodMonitor; the rest as in daemonset mode.
+    for build in HELM_SIDECAR {
+        let docs = docs(build);
+        let kinds: BTreeSet<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+        for kind in [
+            "ServiceAccount",
+            "ConfigMap",
+            "PodMonitor",
+            "PrometheusRule",
+            "CronJob",
+        ] {
+            assert!(kinds.contains(kind), "{build}: no {kind}");
+        }
+        for kind in [
+            "DaemonSet",
+            "Service",
+            "ServiceMonitor",
+            "Namespace",
+            "Role",
+            "ClusterRole",
+            "RoleBinding",
+            "ClusterRoleBinding",
+        ] {
+            assert!(
+                !kinds.contains(kind),
+                "{build}: sidecar mode renders a {kind}"
+            );
+        }
+        for d in docs {
+            if d["metadata"]["namespace"].is_string() {
+                assert_eq!(
+                    d["metadata"]["namespace"],
+                    "mongodb",
+                    "{build}: {}",
+                    name(d)
+                );
+            }
+        }
+    }
     for build in [
         "kustomize:staging",
         "kustomize:production",
         "helm:production",
+        "helm:sidecar",
+        "helm:sidecar-example",
     ] {
         let secrets: BTreeSet<&str> = of_kind(docs(build), "ExternalSecret")
             .into_iter()
@@ -315,6 +431,34 @@ fn containers_are_locked_down_and_sized() {
                 .collect();
             assert!(mounts.contains(&"/tmp"), "{at}: {mounts:?}");
             assert!(mounts.contains(&"/var/lib/mc-backup"), "{at}: {mounts:?}");
+            // Every mount has its volume, and no two volumes share a name (in the sidecar the pod
+            // is MongoDB's, with volumes of its own).
+            let volumes: Vec<&str> = arr(&spec["volumes"])
+                .iter()
+                .map(|v| v["name"].as_str().unwrap())
+                .collect();
+            let unique: BTreeSet<&str> = volumes.iter().copied().collect();
+            assert_eq!(unique.len(), volumes.len(), "{at}: {volumes:?}");
+            for m in arr(&c["volumeMounts"]) {
+                let v = m["name"].as_str().unwrap();
+                assert!(unique.contains(v), "{at}: mount of a missing volume {v}");
+                // Secret files are 0440 root:<fsGroup>: the program (65532) reads them only
+                // through the pod's fsGroup.
+                let volume = arr(&spec["volumes"])
+                    .iter()
+                    .find(|x| x["name"] == v)
+                    .unwrap();
+                let mode = volume["secret"]["defaultMode"]
+                    .as_u64()
+                    .or(volume["projected"]["defaultMode"].as_u64());
+                if mode.is_some_and(|m| m & 0o004 == 0) {
+                    assert!(
+                        psc["fsGroup"].is_u64(),
+                        "{at}: volume {v} is mode {:o} but the pod has no fsGroup",
+                        mode.unwrap()
+                    );
+                }
+            }
             if bin == "mc-agent" {
                 let a = args(c);
                 let timeout = flag_value(&a, "--shutdown-timeout").unwrap_or("25s".into());
@@ -425,7 +569,7 @@ fn policies_load_and_agree_with_the_pods() {
                 continue; // the policy ConfigMap comes from an overlay
             }
             let (policy, text, env) = mounted_policy(docs, spec, c, dir.path());
-            if build.ends_with("production") || *build == "kustomize:sidecar-example" {
+            if build.ends_with("production") || build.contains("sidecar") {
                 assert_eq!(
                     text.trim_end(),
                     production.trim_end(),
@@ -530,15 +674,86 @@ fn metrics_service_and_monitors_point_at_the_agent_port() {
             }
         }
     }
-    // The sidecar's PodMonitor selects the patched pods' label and port.
-    let docs = docs("kustomize:sidecar-example");
-    let sts = of_kind(docs, "StatefulSet")[0];
-    let labels = &sts["spec"]["template"]["metadata"]["labels"];
-    let pm = of_kind(docs, "PodMonitor")[0];
-    for (k, v) in pm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
-        assert_eq!(&labels[k], v, "PodMonitor selector {k}");
+    // The sidecar's PodMonitor selects the patched pods' label and the agent's port, and the pods
+    // carry the scrape annotations.
+    for build in SIDECAR_EXAMPLES {
+        let docs = docs(build);
+        let sts = of_kind(docs, "StatefulSet")[0];
+        let template = &sts["spec"]["template"];
+        let labels = &template["metadata"]["labels"];
+        let pm = of_kind(docs, "PodMonitor")[0];
+        for (k, v) in pm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+            assert_eq!(&labels[k], v, "{build}: PodMonitor selector {k}");
+        }
+        let agent = arr(&template["spec"]["containers"])
+            .iter()
+            .find(|c| c["name"] == "mc-agent")
+            .unwrap_or_else(|| panic!("{build}: no mc-agent container"));
+        let port = arr(&agent["ports"])
+            .iter()
+            .find(|p| p["name"] == "http-metrics")
+            .unwrap_or_else(|| panic!("{build}: mc-agent has no port http-metrics"));
+        let annotations = &template["metadata"]["annotations"];
+        assert_eq!(annotations["prometheus.io/scrape"], "true", "{build}");
+        assert_eq!(annotations["prometheus.io/path"], "/metrics", "{build}");
+        assert_eq!(
+            annotations["prometheus.io/port"],
+            port["containerPort"].to_string(),
+            "{build}"
+        );
+        for e in arr(&pm["spec"]["podMetricsEndpoints"]) {
+            assert_eq!(e["port"], "http-metrics", "{build}");
+            assert_eq!(e["path"], "/metrics", "{build}");
+        }
     }
-    assert_eq!(pm["spec"]["podMetricsEndpoints"][0]["port"], "http-metrics");
+}
+
+/// The job label McBackupAgentsDown looks for (`up{job="…"}`).
+fn agents_down_job(docs: &[Value]) -> Option<String> {
+    let (rule, _) = rules(docs)
+        .into_iter()
+        .find(|(r, _)| r["alert"] == "McBackupAgentsDown")?;
+    let expr = rule["expr"].as_str().unwrap();
+    let job = expr.split("job=\"").nth(1)?.split('"').next()?;
+    Some(job.to_owned())
+}
+
+/// McBackupAgentsDown sees the agents of every variant: a ServiceMonitor's targets have the
+/// Service's name as their job; a PodMonitor's have "<namespace>/<name>" unless relabelled, so
+/// the sidecars' PodMonitors set it to the rule's job.
+#[test]
+fn agents_down_alert_matches_the_scrape_job() {
+    for build in INSTALLS {
+        let docs = docs(build);
+        let job = agents_down_job(docs).unwrap_or_else(|| panic!("{build}: no McBackupAgentsDown"));
+        let services: Vec<&str> = of_kind(docs, "Service").into_iter().map(name).collect();
+        assert!(
+            services.contains(&job.as_str()),
+            "{build}: job {job}, Services {services:?}"
+        );
+    }
+    for build in SIDECAR_EXAMPLES.iter().chain(HELM_SIDECAR) {
+        let docs = docs(build);
+        // Kustomize: the rules come from the base, installed beside the sidecar Component.
+        let job = agents_down_job(docs)
+            .or_else(|| agents_down_job(self::docs("kustomize:base")))
+            .unwrap();
+        for pm in of_kind(docs, "PodMonitor") {
+            for e in arr(&pm["spec"]["podMetricsEndpoints"]) {
+                let relabelled = arr(&e["relabelings"]).iter().any(|r| {
+                    r["targetLabel"] == "job"
+                        && r["replacement"] == job.as_str()
+                        && arr(&r["sourceLabels"]).is_empty()
+                        && r["action"].as_str().unwrap_or("replace") == "replace"
+                });
+                assert!(
+                    relabelled,
+                    "{build} PodMonitor {}: job is not {job}",
+                    name(pm)
+                );
+            }
+        }
+    }
 }
 
 /// Every alert rule of a build: (rule object, name of its PrometheusRule).
@@ -564,7 +779,7 @@ fn alert_rules_are_complete_and_link_existing_runbooks() {
         "McBackupDrillRtoAboveTarget",
         "McBackupLeaseFlapping",
     ];
-    for build in INSTALLS {
+    for build in INSTALLS.iter().chain(HELM_SIDECAR) {
         let rules = rules(docs(build));
         let names: BTreeSet<&str> = rules
             .iter()

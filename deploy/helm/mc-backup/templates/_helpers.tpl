@@ -39,20 +39,38 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
+{{/* Container security context of the agent and the drill. The user, group and seccomp profile
+are set here too, not only in the pod's context: in sidecar mode the pod is MongoDB's. */}}
 {{- define "mc-backup.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
 allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 privileged: false
 capabilities:
   drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
 {{- end -}}
 
-{{/* The policy's secret files: MongoDB URI, keyring, drill scratch URI. */}}
+{{/* "daemonset" or "sidecar" (values.mode), or a failed render. */}}
+{{- define "mc-backup.mode" -}}
+{{- if not (has .Values.mode (list "daemonset" "sidecar")) -}}
+{{- fail (printf "values.mode: %q is neither daemonset nor sidecar" (toString .Values.mode)) -}}
+{{- end -}}
+{{- .Values.mode -}}
+{{- end -}}
+
+{{/* The policy's secret files: MongoDB URI, keyring, drill scratch URI. Every volume name starts
+with mc-backup- so that it cannot clash with MongoDB's own volumes in sidecar mode. */}}
 {{- define "mc-backup.secretVolumes" -}}
-- name: policy
+- name: mc-backup-policy
   configMap:
     name: {{ include "mc-backup.fullname" . }}-policy
-- name: mongodb
+# The files are 0440: readable through the pod's fsGroup (65532 in the chart's own pods; in
+# sidecar mode MongoDB's pod must have an fsGroup too).
+- name: mc-backup-mongodb
   secret:
     secretName: {{ .Values.secrets.mongodb.name }}
     defaultMode: 0440
@@ -76,10 +94,10 @@ capabilities:
 {{- end -}}
 
 {{- define "mc-backup.secretMounts" -}}
-- name: policy
+- name: mc-backup-policy
   mountPath: /etc/mc-backup
   readOnly: true
-- name: mongodb
+- name: mc-backup-mongodb
   mountPath: /var/run/secrets/mongodb
   readOnly: true
 - name: mc-backup-secrets
@@ -87,8 +105,118 @@ capabilities:
   readOnly: true
 {{- end -}}
 
+{{/* The mc-agent container (a list item), for the DaemonSet and the sidecar alike. */}}
+{{- define "mc-backup.agentContainer" -}}
+- name: mc-agent
+  image: {{ include "mc-backup.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  command: ["/usr/local/bin/mc-agent"]
+  args:
+    - run
+    - --policy
+    - /etc/mc-backup/policy.yaml
+    - --shutdown-timeout
+    - {{ .Values.agent.shutdownTimeout | quote }}
+  env:
+    # The lease holder id is POD_NAME/pid.
+    - name: POD_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.name
+    - name: MC_LOG_FORMAT
+      value: {{ .Values.logFormat | quote }}
+    - name: MC_LOG_LEVEL
+      value: {{ .Values.agent.logLevel | quote }}
+    {{- if .Values.secrets.redis.name }}
+    - name: MC_REDIS_URL
+      valueFrom:
+        secretKeyRef:
+          name: {{ .Values.secrets.redis.name }}
+          key: {{ .Values.secrets.redis.key }}
+    {{- end }}
+    {{- if .Values.kafka.bootstrap }}
+    - name: MC_KAFKA_BOOTSTRAP
+      valueFrom:
+        configMapKeyRef:
+          name: {{ include "mc-backup.fullname" . }}-kafka
+          key: bootstrap
+    {{- end }}
+  {{- include "mc-backup.s3EnvFrom" . | nindent 2 }}
+  ports:
+    - name: http-metrics
+      containerPort: {{ int .Values.agent.metricsPort }}
+      protocol: TCP
+  startupProbe:
+    httpGet:
+      path: {{ .Values.agent.probes.livenessPath }}
+      port: http-metrics
+    periodSeconds: 2
+    failureThreshold: 60
+  livenessProbe:
+    httpGet:
+      path: {{ .Values.agent.probes.livenessPath }}
+      port: http-metrics
+    periodSeconds: 10
+    timeoutSeconds: 3
+    failureThreshold: 3
+  readinessProbe:
+    httpGet:
+      path: {{ .Values.agent.probes.readinessPath }}
+      port: http-metrics
+    periodSeconds: 10
+    timeoutSeconds: 3
+  resources:
+    {{- toYaml .Values.agent.resources | nindent 4 }}
+  securityContext:
+    {{- include "mc-backup.containerSecurityContext" . | nindent 4 }}
+  volumeMounts:
+    {{- include "mc-backup.secretMounts" . | nindent 4 }}
+    - name: mc-backup-spool
+      mountPath: /var/lib/mc-backup
+    - name: mc-backup-tmp
+      mountPath: /tmp
+{{- end -}}
+
+{{/* The volumes of the mc-agent container (list items). A hostPath spool only for the DaemonSet:
+sidecars of two MongoDB members on one node would share it. */}}
+{{- define "mc-backup.agentVolumes" -}}
+{{ include "mc-backup.secretVolumes" . }}
+- name: mc-backup-spool
+  {{- if and .Values.agent.spool.hostPath (eq (include "mc-backup.mode" .) "daemonset") }}
+  hostPath:
+    path: {{ .Values.agent.spool.hostPath }}
+    type: DirectoryOrCreate
+  {{- else }}
+  emptyDir:
+    sizeLimit: {{ .Values.agent.spool.sizeLimit }}
+  {{- end }}
+- name: mc-backup-tmp
+  emptyDir:
+    sizeLimit: 64Mi
+{{- end -}}
+
+{{/* The agent pod's annotations: scraping (also through Istio's metrics merging), the policy's
+checksum (a changed policy rolls the pods), Istio's proxy first. */}}
+{{- define "mc-backup.agentPodAnnotations" -}}
+checksum/policy: {{ .Values.policy | sha256sum }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ int .Values.agent.metricsPort | quote }}
+prometheus.io/path: /metrics
+{{- if .Values.istio.enabled }}
+proxy.istio.io/config: '{ "holdApplicationUntilProxyStarts": true }'
+{{- end }}
+{{- with .Values.agent.podAnnotations }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The label by which the PodMonitor (and the PeerAuthentication) find the sidecars. */}}
+{{- define "mc-backup.sidecarSelector" -}}
+mc-backup.mindcompute.io/sidecar: {{ include "mc-backup.fullname" . | quote }}
+{{- end -}}
+
 {{- define "mc-backup.s3EnvFrom" -}}
-{{- if .Values.secrets.s3.name }}
+{{- if .Values.secrets.s3.name -}}
 envFrom:
   - secretRef:
       name: {{ .Values.secrets.s3.name }}
