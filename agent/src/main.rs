@@ -44,6 +44,11 @@ enum Command {
         /// Print the decisions, delete nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Delete the data of incomplete snapshots (no manifest) last written at least this long
+        /// ago, instead of the policy's retention.incomplete_snapshot_grace (default 24h). `0s`
+        /// cleans up after a crash at once: only when no snapshot is being taken.
+        #[arg(long, value_name = "DURATION", value_parser = mc_core::policy::parse_duration)]
+        incomplete_grace: Option<std::time::Duration>,
     },
     /// Take a base snapshot now (outside the policy's schedule).
     Snapshot {
@@ -78,6 +83,7 @@ fn keep_rules(policy: &mc_core::policy::Policy) -> mc_core::catalog::retention::
         weekly: r.keep_weekly,
         monthly: r.keep_monthly,
         pitr_window: r.pitr_window,
+        incomplete_grace: r.incomplete_snapshot_grace,
     }
 }
 
@@ -92,7 +98,11 @@ async fn main() {
             shutdown_timeout,
         } => commands::run::run(&policy, shutdown_timeout).await,
         Command::Check { policy } => commands::check::run(&policy),
-        Command::Prune { policy, dry_run } => commands::prune::run(&policy, dry_run).await,
+        Command::Prune {
+            policy,
+            dry_run,
+            incomplete_grace,
+        } => commands::prune::run(&policy, dry_run, incomplete_grace).await,
         Command::Snapshot { policy } => commands::snapshot::run(&policy).await,
         Command::Status { policy, json } => commands::status::run(&policy, json).await,
         Command::Init { repo } => commands::init::run(&repo).await,

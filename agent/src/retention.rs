@@ -1,9 +1,9 @@
-//! Pruning as the agent runs it: list the source's snapshots and oplog, decide with
-//! `mc_core::catalog::retention::plan`, and (unless a dry run) apply the plan.
+//! Pruning as the agent runs it: plan with `mc_core::catalog::retention::plan_repository` (the
+//! keep rules, the oplog they leave needed, incomplete snapshots past their grace) and, unless a
+//! dry run, apply the plan.
 
-use mc_core::catalog::retention::{apply, plan, KeepRules, Pruned, RetentionPlan};
-use mc_core::catalog::{list_snapshots, Catalog, RepoError, Repository};
-use mc_core::format::StreamKind;
+use mc_core::catalog::retention::{apply, plan_repository, KeepRules, Pruned, RetentionPlan};
+use mc_core::catalog::{RepoError, Repository};
 
 /// Plans retention for `source` now; applies it unless `dry_run`.
 pub async fn prune(
@@ -12,15 +12,21 @@ pub async fn prune(
     rules: KeepRules,
     dry_run: bool,
 ) -> Result<(RetentionPlan, Option<Pruned>), RepoError> {
-    let snapshots = list_snapshots(repo, source).await?;
-    let oplog = Catalog::load(repo, source, StreamKind::Oplog).await?;
-    let decided = plan(&snapshots, &oplog.segments, rules, chrono::Utc::now());
+    let decided = plan_repository(repo, source, rules, chrono::Utc::now()).await?;
+    if !decided.incomplete_kept.is_empty() {
+        tracing::info!(
+            snapshots = decided.incomplete_kept.len(),
+            grace = %mc_core::policy::format_duration(rules.incomplete_grace),
+            "retention: incomplete snapshots within their grace kept (possibly still being taken)"
+        );
+    }
     if dry_run || decided.is_empty() {
         return Ok((decided, None));
     }
     let done = apply(repo, source, &decided).await?;
     tracing::info!(
         snapshots = done.snapshots_deleted,
+        incomplete_snapshots = done.incomplete_deleted,
         objects = done.objects_deleted,
         bytes = done.bytes_freed,
         "retention applied"

@@ -6,11 +6,19 @@
 //! first read (`start`) and after the last (`end`); restoring loads the documents and replays the
 //! oplog from `start`, which is valid for any time at or after `end`. Reads use read concern
 //! `majority`, so no document that a failover could roll back enters a snapshot.
+//!
+//! Users and roles (`admin.system.users`, `admin.system.roles`) are copied only when asked
+//! (`snapshots.include_users_and_roles`); a snapshot that copied them lists both namespaces in
+//! its manifest, with no parts when the source has none (`docs/format.md` §2.1).
+//!
+//! The manifest is written only after a listing shows every part it names: retention deletes the
+//! data of snapshots without a manifest once their grace has passed, and a snapshot stalled
+//! longer than that must fail rather than commit a manifest whose parts are gone.
 
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
-use mc_core::catalog::names::{new_snapshot_id, snapshot_data_key};
+use mc_core::catalog::names::{new_snapshot_id, snapshot_data_key, snapshot_data_prefix};
 use mc_core::catalog::{CollectionEntry, Repository, SnapshotManifest};
 use mc_core::format::{SegmentSpec, StreamKind, WriterInfo};
 use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
@@ -21,6 +29,10 @@ use crate::capture::CaptureError;
 
 /// Databases never copied: replication state and cluster metadata.
 const SKIPPED_DATABASES: &[&str] = &["local", "config"];
+
+/// The collections of `admin` holding users and roles, copied when
+/// [`SnapshotSettings::users_and_roles`] is set.
+pub const USERS_AND_ROLES: &[&str] = &["system.users", "system.roles"];
 
 /// How a snapshot is taken.
 #[derive(Debug, Clone)]
@@ -36,6 +48,8 @@ pub struct SnapshotSettings {
     pub reason: String,
     /// Copy only these databases (`None`: every database but `local` and `config`).
     pub databases: Option<Vec<String>>,
+    /// Also copy users and roles ([`USERS_AND_ROLES`] of `admin`), whatever `databases` says.
+    pub users_and_roles: bool,
 }
 
 struct Planned {
@@ -85,6 +99,38 @@ pub async fn take(
             });
         }
     }
+    // Users and roles: copied like any collection; one that does not exist (no user or role
+    // was ever created) is still recorded, empty, so the manifest says they were captured.
+    let mut absent = Vec::new();
+    if s.users_and_roles {
+        let admin = client.database("admin");
+        for name in USERS_AND_ROLES {
+            let info = admin
+                .run_cursor_command(doc! {"listCollections": 1, "filter": {"name": *name}})
+                .await
+                .map_err(src)?
+                .try_next()
+                .await
+                .map_err(src)?;
+            match info {
+                Some(info) => planned.push(Planned {
+                    db: "admin".into(),
+                    name: (*name).to_owned(),
+                    kind: "collection".into(),
+                    options: info.get_document("options").cloned().unwrap_or_default(),
+                }),
+                None => absent.push(CollectionEntry {
+                    ns: format!("admin.{name}"),
+                    kind: "collection".into(),
+                    options: serde_json::json!({}),
+                    indexes: Vec::new(),
+                    count: 0,
+                    bytes: 0,
+                    parts: Vec::new(),
+                }),
+            }
+        }
+    }
 
     let repo = Arc::new(repo.clone());
     let id = Arc::new(id);
@@ -119,7 +165,9 @@ pub async fn take(
         .buffer_unordered(s.parallelism.max(1))
         .try_collect()
         .await?;
+    collections.extend(absent);
     collections.sort_by(|a, b| a.ns.cmp(&b.ns));
+    check_parts(&repo, &s.source, &id, &collections).await?;
 
     let end = source.majority_point().await?;
     let manifest = SnapshotManifest {
@@ -234,6 +282,38 @@ async fn copy_collection(
         bytes: entry_bytes,
         parts,
     })
+}
+
+/// Fails unless every part the manifest will name is in the repository (one listing).
+async fn check_parts(
+    repo: &Repository,
+    source: &str,
+    id: &str,
+    collections: &[CollectionEntry],
+) -> Result<(), CaptureError> {
+    let present: std::collections::HashSet<String> = repo
+        .store()
+        .list(&snapshot_data_prefix(source, id))
+        .await
+        .map_err(mc_core::catalog::RepoError::from)?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    let missing: Vec<&String> = collections
+        .iter()
+        .flat_map(|c| &c.parts)
+        .filter(|k| !present.contains(*k))
+        .collect();
+    match missing.first() {
+        None => Ok(()),
+        Some(first) => Err(CaptureError::Snapshot {
+            id: id.to_owned(),
+            detail: format!(
+                "{} of its parts vanished while it was being taken (first {first}), probably pruned as an incomplete snapshot (retention.incomplete_snapshot_grace shorter than this snapshot's pauses, or `mc-agent prune --incomplete-grace` run meanwhile); no manifest written, the next snapshot starts afresh",
+                missing.len()
+            ),
+        }),
+    }
 }
 
 async fn collection_exists(

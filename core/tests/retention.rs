@@ -111,6 +111,7 @@ fn keep_7_daily_4_weekly_6_monthly() {
         weekly: 4,
         monthly: 6,
         pitr_window: None,
+        ..KeepRules::default()
     };
     let p = plan(&snaps, &log, rules, now);
     insta::assert_snapshot!(render(&p, &snaps));
@@ -124,6 +125,7 @@ fn keep_3_daily_with_a_7_day_pitr_window() {
         weekly: 0,
         monthly: 0,
         pitr_window: Some(std::time::Duration::from_secs(7 * 86400)),
+        ..KeepRules::default()
     };
     let p = plan(&snaps[80..], &log, rules, now);
     insta::assert_snapshot!(render(&p, &snaps[80..]));
@@ -141,6 +143,7 @@ fn several_snapshots_a_day_keep_the_newest_of_each_day() {
         weekly: 0,
         monthly: 0,
         pitr_window: None,
+        ..KeepRules::default()
     };
     let p = plan(&snaps, &log, rules, at(2026, 11, 24, 12));
     insta::assert_snapshot!(render(&p, &snaps));
@@ -172,6 +175,7 @@ fn kept_snapshots_stay_fully_covered() {
                         weekly,
                         monthly,
                         pitr_window: window.map(|d| std::time::Duration::from_secs(d * 86400)),
+                        ..KeepRules::default()
                     };
                     let p = plan(&snaps, &log, rules, now);
                     let kept_log: Vec<OplogRange> = log

@@ -10,6 +10,7 @@
 //! - [`target`]: the target's safety check (refuse data in the way unless `--drop`).
 //! - [`load`]: the snapshot's collections, documents and indexes into the target.
 //! - [`replay`]: the oplog from the snapshot's start through the cut.
+//! - [`users`]: users and roles, when asked for, merged into the target's at the end.
 //! - [`restore`]: the phases together, with timings, as one `RestoreSummary`.
 //! - [`kafka`]: consumer groups reset to their offsets at the same point (`OffsetsAt`,
 //!   `KafkaResetPlan`, `reset_offsets`).
@@ -26,4 +27,5 @@ pub mod point;
 pub mod replay;
 pub mod restore;
 pub mod target;
+pub mod users;
 pub mod verify_data;

@@ -4,9 +4,23 @@
 //! Patterns are `db.collection` with `*` matching any run of characters (`shop.*`, `*.users`,
 //! `shop.orders_*`). With no `--ns`, every namespace is in scope except the server's own
 //! databases (`admin`, `local`, `config`), which are never restored.
+//!
+//! The one exception, asked for with `--restore-users-and-roles`
+//! ([`NamespaceMap::with_users_and_roles`]): users and roles (`admin.system.users`,
+//! `admin.system.roles`) are then in scope whatever `--ns` says, and are written to staging
+//! collections ([`STAGED_USERS_NS`], [`STAGED_ROLES_NS`]) that load and replay fill like any
+//! other; `crate::users` merges them into the target's users and roles at the end.
 
 /// Databases a restore never writes.
 pub const SYSTEM_DATABASES: &[&str] = &["admin", "local", "config"];
+
+/// Where MongoDB keeps users, and roles.
+pub const USERS_NS: &str = "admin.system.users";
+pub const ROLES_NS: &str = "admin.system.roles";
+/// The staging collections users and roles are restored into before the merge. The names are
+/// mc-restore's: a restore with users and roles drops what it finds under them.
+pub const STAGED_USERS_NS: &str = "admin.mc_restore_users";
+pub const STAGED_ROLES_NS: &str = "admin.mc_restore_roles";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NamespaceError {
@@ -20,6 +34,8 @@ pub enum NamespaceError {
     Mismatched { from: String, to: String },
     #[error("cannot restore into the server's own database {0:?}")]
     SystemTarget(String),
+    #[error("--restore-users-and-roles cannot be combined with --ns-from/--ns-to: restored users' roles name the source's databases, so next to a renamed copy they would grant access to the originals; restore users and roles in a restore without renaming")]
+    UsersWithRename,
 }
 
 /// The scope and renaming of a restore.
@@ -29,6 +45,17 @@ pub struct NamespaceMap {
     exclude: Vec<String>,
     /// (from, to): both databases (no dot) or both full namespaces.
     rename: Option<(String, String)>,
+    /// Users and roles are restored (through the staging collections).
+    users_and_roles: bool,
+}
+
+/// The staging collection of `admin.system.users` / `admin.system.roles`.
+fn staged(ns: &str) -> Option<&'static str> {
+    match ns {
+        USERS_NS => Some(STAGED_USERS_NS),
+        ROLES_NS => Some(STAGED_ROLES_NS),
+        _ => None,
+    }
 }
 
 impl NamespaceMap {
@@ -62,11 +89,29 @@ impl NamespaceMap {
             include,
             exclude,
             rename,
+            users_and_roles: false,
         })
+    }
+
+    /// The same scope, plus users and roles (`--restore-users-and-roles`).
+    pub fn with_users_and_roles(mut self) -> Result<Self, NamespaceError> {
+        if self.rename.is_some() {
+            return Err(NamespaceError::UsersWithRename);
+        }
+        self.users_and_roles = true;
+        Ok(self)
+    }
+
+    /// Whether users and roles are restored.
+    pub fn users_and_roles(&self) -> bool {
+        self.users_and_roles
     }
 
     /// Whether the source namespace `ns` (`db.collection`) is restored.
     pub fn in_scope(&self, ns: &str) -> bool {
+        if self.users_and_roles && staged(ns).is_some() {
+            return true;
+        }
         let db = ns.split('.').next().unwrap_or_default();
         if SYSTEM_DATABASES.contains(&db) || ns.contains(".system.") && !is_buckets(ns) {
             return false;
@@ -89,6 +134,9 @@ impl NamespaceMap {
 
     /// The name `ns` is written under on the target.
     pub fn target(&self, ns: &str) -> String {
+        if let Some(staging) = staged(ns).filter(|_| self.users_and_roles) {
+            return staging.to_owned();
+        }
         match &self.rename {
             Some((from, to)) if !from.contains('.') => match ns.split_once('.') {
                 Some((db, coll)) if db == from => format!("{to}.{coll}"),
@@ -119,6 +167,13 @@ impl NamespaceMap {
 
     /// The source name of target namespace `ns`: the inverse of [`NamespaceMap::target`].
     pub fn source(&self, ns: &str) -> String {
+        if self.users_and_roles {
+            match ns {
+                STAGED_USERS_NS => return USERS_NS.to_owned(),
+                STAGED_ROLES_NS => return ROLES_NS.to_owned(),
+                _ => {}
+            }
+        }
         match &self.rename {
             Some((from, to)) if !from.contains('.') => match ns.split_once('.') {
                 Some((db, coll)) if db == to => format!("{from}.{coll}"),
@@ -238,6 +293,30 @@ mod tests {
         assert!(c.writes("shop.orders_old"));
         assert!(!c.writes("shop.orders"));
         assert!(c.writes("shop.customers"));
+    }
+
+    #[test]
+    fn users_and_roles_go_to_staging_only_when_asked() {
+        let plain = map(&["shop.*"], &[]);
+        assert!(!plain.in_scope(USERS_NS) && !plain.in_scope(ROLES_NS));
+        let with = plain.clone().with_users_and_roles().unwrap();
+        assert!(with.users_and_roles());
+        // In scope whatever --ns says, written to the staging collections.
+        assert!(with.in_scope(USERS_NS) && with.in_scope(ROLES_NS));
+        assert_eq!(with.target(USERS_NS), STAGED_USERS_NS);
+        assert_eq!(with.target(ROLES_NS), STAGED_ROLES_NS);
+        assert!(with.writes(STAGED_USERS_NS) && with.writes(STAGED_ROLES_NS));
+        assert!(!with.writes(USERS_NS), "never the real collections");
+        // Everything else of admin stays out, and the rest of the scope is unchanged.
+        assert!(!with.in_scope("admin.system.version") && !with.in_scope("admin.x"));
+        assert!(!with.in_scope("crm.leads") && with.in_scope("shop.orders"));
+        assert!(!with.db_in_scope("admin"));
+        let renamed =
+            NamespaceMap::new(vec![], vec![], Some("shop".into()), Some("scratch".into())).unwrap();
+        assert!(matches!(
+            renamed.with_users_and_roles(),
+            Err(NamespaceError::UsersWithRename)
+        ));
     }
 
     #[test]

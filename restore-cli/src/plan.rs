@@ -12,7 +12,7 @@ use mc_core::catalog::{
 use mc_core::format::{OplogTs, StreamKind};
 use serde::Serialize;
 
-use crate::namespaces::NamespaceMap;
+use crate::namespaces::{NamespaceMap, ROLES_NS, USERS_NS};
 use crate::point::{format_ts, Cut, RestorePoint};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +23,11 @@ pub enum PlanError {
     NoSnapshot { source_id: String },
     #[error("source {source_id:?} has no snapshot named {id:?}; `mc-restore list` shows them")]
     UnknownSnapshot { source_id: String, id: String },
+    #[error("--restore-users-and-roles: snapshot {snapshot} did not capture users and roles (the policy's snapshots.include_users_and_roles was false when it was taken); {alternatives}")]
+    UsersAndRolesNotCaptured {
+        snapshot: String,
+        alternatives: String,
+    },
     #[error(
         "{point} is not restorable for source {source_id:?}: {why}. Restorable windows: {windows}"
     )]
@@ -133,6 +138,28 @@ impl RestorePlan {
             .cloned()
             .ok_or_else(|| outside("its snapshot vanished while planning".into()))?;
 
+        if namespaces.users_and_roles() && !captured_users_and_roles(&snapshot) {
+            let usable: Vec<&str> = windows
+                .iter()
+                .filter(|w| usable(w))
+                .filter_map(|w| snapshots.iter().find(|s| s.id == w.snapshot))
+                .filter(|s| captured_users_and_roles(s))
+                .map(|s| s.id.as_str())
+                .collect();
+            let alternatives = if usable.is_empty() {
+                "no snapshot usable for this point did: restore without --restore-users-and-roles (and recreate users by hand), or set the policy field and take a new snapshot for later points".to_owned()
+            } else {
+                format!(
+                    "snapshots usable for this point that did: {} (choose one with --snapshot ID)",
+                    usable.join(", ")
+                )
+            };
+            return Err(PlanError::UsersAndRolesNotCaptured {
+                snapshot: snapshot.id.clone(),
+                alternatives,
+            });
+        }
+
         let run = timeline
             .run_containing(snapshot.start)
             .ok_or_else(|| outside("the snapshot's start is in no run".into()))?;
@@ -212,6 +239,13 @@ impl RestorePlan {
                 c.entry.ns, c.entry.kind, c.entry.count
             );
         }
+        if self
+            .collections
+            .iter()
+            .any(|c| c.entry.ns == USERS_NS || c.entry.ns == ROLES_NS)
+        {
+            out += "  users and roles: loaded and replayed into the staging collections above, then merged into the target's (same-named users and roles on the target are kept)\n";
+        }
         let secs = docs as f64 / load_docs_per_s + self.ops_upper_bound as f64 / replay_ops_per_s;
         out += &format!(
             "  estimate: {:.0} s (at {:.0} docs/s load and {:.0} ops/s replay, measured in docs/performance.md)\n",
@@ -219,6 +253,14 @@ impl RestorePlan {
         );
         out
     }
+}
+
+/// Whether a snapshot copied users and roles: its manifest then lists both `admin.system.users`
+/// and `admin.system.roles` (empty when the source had none).
+pub fn captured_users_and_roles(snapshot: &SnapshotManifest) -> bool {
+    [USERS_NS, ROLES_NS]
+        .iter()
+        .all(|ns| snapshot.collections.iter().any(|c| c.ns == *ns))
 }
 
 /// Stored bytes of the planned collections' parts, from one listing of the snapshot's data

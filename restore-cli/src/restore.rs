@@ -1,4 +1,5 @@
-//! A whole restore, phase by phase: prepare the target, load the snapshot, replay the oplog.
+//! A whole restore, phase by phase: prepare the target, load the snapshot, replay the oplog,
+//! and (when asked) merge users and roles.
 //! Each phase is timed; the `RestoreSummary` is what `--json` prints and drills record.
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use crate::namespaces::NamespaceMap;
 use crate::plan::RestorePlan;
 use crate::replay::{replay, ReplayError, ReplaySettings, ReplayStats};
 use crate::target::{prepare, TargetError};
+use crate::users::{UsersAndRolesStats, UsersError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -22,6 +24,8 @@ pub enum RestoreError {
     Load(#[from] LoadError),
     #[error("replaying the oplog: {0}")]
     Replay(#[from] ReplayError),
+    #[error(transparent)]
+    Users(#[from] UsersError),
 }
 
 /// One phase's figures.
@@ -40,6 +44,9 @@ pub struct RestoreSummary {
     pub dropped: Vec<String>,
     pub load: LoadStats,
     pub replay: ReplayStats,
+    /// Users and roles merged into the target's (`--restore-users-and-roles` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users_and_roles: Option<UsersAndRolesStats>,
     pub phases: Vec<Phase>,
     pub seconds: f64,
 }
@@ -80,11 +87,21 @@ pub async fn run(
     };
 
     let dropped = prepare(target, map, options.drop).await?;
+    if map.users_and_roles() {
+        crate::users::clear_staging(target).await?;
+    }
     lap("prepare", &mut phases);
     let load_stats = load(repo, target, plan, options.load, load_progress).await?;
     lap("load", &mut phases);
     let replay_stats = replay(repo, target, plan, map, options.replay, on_entry).await?;
     lap("replay", &mut phases);
+    let users_and_roles = if map.users_and_roles() {
+        let merged = crate::users::merge(target).await?;
+        lap("users", &mut phases);
+        Some(merged)
+    } else {
+        None
+    };
     Ok(RestoreSummary {
         source: plan.source.clone(),
         point: plan.point.clone(),
@@ -92,6 +109,7 @@ pub async fn run(
         dropped,
         load: load_stats,
         replay: replay_stats,
+        users_and_roles,
         phases,
         seconds: started.elapsed().as_secs_f64(),
     })

@@ -214,6 +214,7 @@ impl Captured {
             },
             reason: "on-demand".into(),
             databases: Some(vec![db.to_owned()]),
+            users_and_roles: false,
         };
         take(&self.repo, &self.source, &settings).await.unwrap()
     }

@@ -49,6 +49,7 @@ async fn capture_once(
             },
             reason: String::new(),
             databases: None,
+            users_and_roles: false,
         },
         schedule: None,
         retention: None,

@@ -101,6 +101,7 @@ async fn prune_and_check(store: Arc<dyn ObjectStore>) {
         weekly: 0,
         monthly: 0,
         pitr_window: None,
+        ..KeepRules::default()
     };
     let decided = plan(&manifests, &oplog.segments, rules, now);
     assert_eq!(decided.keep.len(), 3);

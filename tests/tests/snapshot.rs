@@ -103,6 +103,7 @@ async fn snapshot_copies_documents_options_views_and_indexes() {
         },
         reason: "on-demand".into(),
         databases: Some(vec![db_name.clone()]),
+        users_and_roles: false,
     };
     let manifest = take(&repo, &source, &settings).await.unwrap();
 

@@ -51,6 +51,8 @@ pub enum CaptureError {
     Source(String),
     #[error(transparent)]
     Repo(#[from] RepoError),
+    #[error("snapshot {id}: {detail}")]
+    Snapshot { id: String, detail: String },
 }
 
 /// What the capture loop needs, resolved from the policy.

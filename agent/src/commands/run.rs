@@ -81,6 +81,7 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
             },
             reason: "schedule".into(),
             databases: None,
+            users_and_roles: policy.snapshots.include_users_and_roles,
         },
         schedule: Some(policy.snapshots.schedule.clone()),
         retention: Some(crate::keep_rules(&policy)),

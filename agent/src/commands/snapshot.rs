@@ -28,6 +28,7 @@ pub async fn run(policy_path: &Path) -> anyhow::Result<()> {
         },
         reason: "on-demand".into(),
         databases: None,
+        users_and_roles: policy.snapshots.include_users_and_roles,
     };
     let t0 = std::time::Instant::now();
     let manifest = take(&repo, &source, &settings)

@@ -162,6 +162,11 @@ pub struct SnapshotSettings {
     /// Collections copied at once, 1 to 64. Default `4`.
     #[serde(default = "default_parallelism", deserialize_with = "de_parallelism")]
     pub parallelism: u32,
+    /// Also copy the users and roles (`admin.system.users`, `admin.system.roles`, with their
+    /// hashed credentials), so `mc-restore --restore-users-and-roles` can recreate them. Default
+    /// `false`: credentials stay out of the repository unless asked for.
+    #[serde(default)]
+    pub include_users_and_roles: bool,
 }
 
 /// `retention:` — what pruning keeps. At least one `keep_*` above zero, or a `pitr_window`.
@@ -181,6 +186,15 @@ pub struct RetentionSettings {
     /// oplog). Absent: only the `keep_*` snapshots are restorable.
     #[serde(default, deserialize_with = "de_optional_positive_duration")]
     pub pitr_window: Option<Duration>,
+    /// How long the data of a snapshot without a manifest (one interrupted by a crash) stays
+    /// after its last object was written before pruning deletes it; a snapshot still being taken
+    /// writes parts every few seconds, so it is never that old. Default `24h`
+    /// ([`crate::catalog::retention::DEFAULT_INCOMPLETE_SNAPSHOT_GRACE`]).
+    #[serde(
+        default = "default_incomplete_snapshot_grace",
+        deserialize_with = "de_positive_duration"
+    )]
+    pub incomplete_snapshot_grace: Duration,
 }
 
 /// `lease:` — one active agent among several, through a Redis lease.
@@ -637,4 +651,7 @@ fn default_groups() -> Vec<String> {
 }
 fn default_kafka_interval() -> Duration {
     Duration::from_secs(5)
+}
+fn default_incomplete_snapshot_grace() -> Duration {
+    crate::catalog::retention::DEFAULT_INCOMPLETE_SNAPSHOT_GRACE
 }

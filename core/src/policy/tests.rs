@@ -57,6 +57,31 @@ fn the_base_policy_is_valid_and_gets_the_defaults() {
 }
 
 #[test]
+fn users_and_roles_are_opt_in_and_incomplete_snapshots_get_a_day() {
+    let policy = parse(BASE).unwrap();
+    assert!(!policy.snapshots.include_users_and_roles);
+    assert_eq!(
+        policy.retention.incomplete_snapshot_grace,
+        Duration::from_secs(86400)
+    );
+    let text = BASE
+        .replace(
+            "schedule: \"0 0 2 * * *\"\n",
+            "schedule: \"0 0 2 * * *\"\n  include_users_and_roles: true\n",
+        )
+        .replace(
+            "keep_daily: 7\n",
+            "keep_daily: 7\n  incomplete_snapshot_grace: 6h\n",
+        );
+    let policy = parse(&text).unwrap();
+    assert!(policy.snapshots.include_users_and_roles);
+    assert_eq!(
+        policy.retention.incomplete_snapshot_grace,
+        Duration::from_secs(6 * 3600)
+    );
+}
+
+#[test]
 fn the_dev_example_parses_and_validates() {
     let policy = parse(DEV).unwrap();
     assert_eq!(policy.name, "mindcompute-dev");
@@ -506,6 +531,28 @@ fn unknown_top_level_key_looks_like_the_example() {
     assert!(
         err.starts_with(
             "policies/test.yaml:17:1: unknown field `retnetion`, expected one of version, name"
+        BadCase {
+            what: "users and roles asked for with yes",
+            edit: (
+                "schedule: \"0 0 2 * * *\"\n",
+                "schedule: \"0 0 2 * * *\"\n  include_users_and_roles: yes\n",
+            ),
+            line: 15,
+            field: Some("snapshots.include_users_and_roles"),
+            message: "",
+            hint: "true or false",
+        },
+        BadCase {
+            what: "no grace for incomplete snapshots",
+            edit: (
+                "keep_daily: 7\n",
+                "keep_daily: 7\n  incomplete_snapshot_grace: 0s\n",
+            ),
+            line: 17,
+            field: Some("retention.incomplete_snapshot_grace"),
+            message: "the duration must be above zero",
+            hint: "500ms",
+        },
         ),
         "{err}"
     );

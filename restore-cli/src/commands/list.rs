@@ -4,6 +4,7 @@
 use mc_core::catalog::{list_snapshots, restorable_windows, Catalog, Timeline};
 use mc_core::cli::SourceOpts;
 use mc_core::format::StreamKind;
+use mc_restore::plan::captured_users_and_roles;
 use mc_restore::point::format_ts;
 
 pub async fn run(opts: &SourceOpts, json: bool) -> anyhow::Result<()> {
@@ -22,6 +23,7 @@ pub async fn run(opts: &SourceOpts, json: bool) -> anyhow::Result<()> {
                 "id": s.id, "start": s.start, "end": s.end, "started": s.started,
                 "finished": s.finished, "collections": s.collections.len(),
                 "documents": s.documents(), "bytes": s.bytes(), "reason": s.reason,
+                "users_and_roles": captured_users_and_roles(s),
             })).collect::<Vec<_>>(),
             "windows": windows,
             "gaps": timeline.gaps,
@@ -35,14 +37,19 @@ pub async fn run(opts: &SourceOpts, json: bool) -> anyhow::Result<()> {
     println!("snapshots ({}):", snapshots.len());
     for s in &snapshots {
         println!(
-            "  {}  {} .. {}  {} collections, {} documents, {} bytes ({})",
+            "  {}  {} .. {}  {} collections, {} documents, {} bytes ({}){}",
             s.id,
             s.started,
             s.finished,
             s.collections.len(),
             s.documents(),
             s.bytes(),
-            s.reason
+            s.reason,
+            if captured_users_and_roles(s) {
+                ", with users and roles"
+            } else {
+                ""
+            }
         );
     }
     println!("restorable windows ({}):", windows.len());

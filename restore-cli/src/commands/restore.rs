@@ -58,6 +58,12 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub drop: bool,
 
+    /// Also restore users and roles (with their hashed credentials) as they were at the point,
+    /// merged into the target's: users and roles the target already has are kept. Needs a
+    /// snapshot taken with the policy's snapshots.include_users_and_roles: true.
+    #[arg(long)]
+    pub restore_users_and_roles: bool,
+
     /// Print the plan and an estimated duration; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -112,7 +118,10 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         eprintln!("mc-restore: error: give --at TIME (and --target URI) to restore, or a subcommand; try --help");
         return Ok(2);
     };
-    let map = args.namespaces.map()?;
+    let mut map = args.namespaces.map()?;
+    if args.restore_users_and_roles {
+        map = map.with_users_and_roles()?;
+    }
     if args.target.is_none() && !args.dry_run {
         anyhow::bail!("no --target given: name the MongoDB to restore into (mongodb://host:port/?replicaSet=…), or pass --dry-run to see the plan");
     }
@@ -292,6 +301,26 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
                 .unwrap_or_else(|| format!("the snapshot's end {}", format_ts(plan.snapshot.end))),
             summary.seconds
         );
+        if let Some(u) = &summary.users_and_roles {
+            println!(
+                "users and roles: {} users, {} roles restored{}",
+                u.users.len(),
+                u.roles.len(),
+                if u.kept_existing_users.is_empty() && u.kept_existing_roles.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; kept the target's own {} (same names, left unchanged)",
+                        u.kept_existing_users
+                            .iter()
+                            .chain(&u.kept_existing_roles)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            );
+        }
         for p in &summary.phases {
             println!("  {:8} {:.2} s", p.name, p.seconds);
         }

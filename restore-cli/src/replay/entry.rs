@@ -11,6 +11,12 @@
 //! - `c` `create`, `drop`, `renameCollection`, `collMod`, `dropIndexes`, `dropDatabase`,
 //!   `createIndexes` and `commitIndexBuild` (as `createIndexes`): the same command run on the
 //!   target, alone, in order; `startIndexBuild` and `abortIndexBuild` change nothing.
+//!
+//! Scope is the `NamespaceMap`'s: the server's own databases are out of it, so user management
+//! (`createUser`, `updateUser`, `dropRole`, …, which the oplog records as writes to
+//! `admin.system.users` / `admin.system.roles`, some inside `applyOps`) is counted out of scope
+//! and never touches the target's users, unless users and roles are restored: those writes
+//! then go to the staging collections like any document write (`crate::users`).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};

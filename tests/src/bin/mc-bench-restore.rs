@@ -148,6 +148,7 @@ async fn main() -> anyhow::Result<()> {
             },
             reason: "on-demand".into(),
             databases: Some(vec![db_name.clone()]),
+            users_and_roles: false,
         },
     )
     .await?;

@@ -113,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
         },
         reason: "on-demand".into(),
         databases: Some(vec![db_name.clone()]),
+        users_and_roles: false,
     };
     let t = Instant::now();
     let manifest = take(&repo, &source, &settings).await?;

@@ -1,0 +1,134 @@
+//! Users and roles (`--restore-users-and-roles`): the last phase of a restore that asked for
+//! them.
+//!
+//! MongoDB cannot create a user from stored credentials (`createUser` takes a clear-text
+//! password), so users and roles are restored the way `mongorestore` does it: load and replay
+//! put the snapshot's `admin.system.users` / `admin.system.roles` documents, brought to the
+//! restore point by the oplog, into two staging collections of `admin`
+//! ([`STAGED_USERS_NS`], [`STAGED_ROLES_NS`]), and the server's `_mergeAuthzCollections`
+//! command (what `mongorestore` runs; checked on mongod 6.0) adds them to the target's users and
+//! roles with their hashed credentials. It runs with `drop: false`: users and roles the target
+//! already has under the same names are left as they are (the target's administrator, say), and
+//! reported; nothing else of the target's is removed. The staging collections are dropped
+//! afterwards.
+
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document};
+use mongodb::Client;
+use serde::Serialize;
+
+use crate::namespaces::{STAGED_ROLES_NS, STAGED_USERS_NS};
+
+#[derive(Debug, thiserror::Error)]
+#[error("restoring users and roles: {what} on the target failed: {source}")]
+pub struct UsersError {
+    pub what: String,
+    #[source]
+    pub source: mongodb::error::Error,
+}
+
+/// What the merge did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct UsersAndRolesStats {
+    /// Users and roles of the source at the restore point (`db.name`).
+    pub users: Vec<String>,
+    pub roles: Vec<String>,
+    /// Those the target already had under the same name: left unchanged.
+    pub kept_existing_users: Vec<String>,
+    pub kept_existing_roles: Vec<String>,
+}
+
+/// Drops the staging collections if an earlier, interrupted restore left them.
+pub async fn clear_staging(target: &Client) -> Result<(), UsersError> {
+    for ns in [STAGED_USERS_NS, STAGED_ROLES_NS] {
+        let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
+        match target.database(db).run_command(doc! {"drop": coll}).await {
+            Ok(_) => {}
+            // NamespaceNotFound: nothing to clear.
+            Err(e) if matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 26) =>
+                {}
+            Err(source) => {
+                return Err(UsersError {
+                    what: format!("dropping {ns}"),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Merges the staging collections into the target's users and roles, then drops them.
+pub async fn merge(target: &Client) -> Result<UsersAndRolesStats, UsersError> {
+    let admin = target.database("admin");
+    let (users, kept_existing_users) =
+        staged_and_existing(target, STAGED_USERS_NS, "system.users").await?;
+    let (roles, kept_existing_roles) =
+        staged_and_existing(target, STAGED_ROLES_NS, "system.roles").await?;
+    admin
+        .run_command(doc! {
+            "_mergeAuthzCollections": 1,
+            "tempUsersCollection": STAGED_USERS_NS,
+            "tempRolesCollection": STAGED_ROLES_NS,
+            "db": "",
+            "drop": false,
+        })
+        .await
+        .map_err(|source| UsersError {
+            what: "_mergeAuthzCollections".into(),
+            source,
+        })?;
+    clear_staging(target).await?;
+    for name in kept_existing_users.iter().chain(&kept_existing_roles) {
+        tracing::warn!(%name, "the target already had this user or role: left unchanged");
+    }
+    Ok(UsersAndRolesStats {
+        users,
+        roles,
+        kept_existing_users,
+        kept_existing_roles,
+    })
+}
+
+/// The `_id`s (`db.name`) in staging collection `staged`, and those of them that `admin.<real>`
+/// already holds.
+async fn staged_and_existing(
+    target: &Client,
+    staged: &str,
+    real: &str,
+) -> Result<(Vec<String>, Vec<String>), UsersError> {
+    let admin = target.database("admin");
+    let coll = staged.split_once('.').map_or(staged, |(_, c)| c);
+    let err = |what: String| move |source| UsersError { what, source };
+    let ids: Vec<Bson> = admin
+        .collection::<Document>(coll)
+        .find(doc! {})
+        .projection(doc! {"_id": 1})
+        .sort(doc! {"_id": 1})
+        .await
+        .map_err(err(format!("reading {staged}")))?
+        .try_collect::<Vec<Document>>()
+        .await
+        .map_err(err(format!("reading {staged}")))?
+        .into_iter()
+        .filter_map(|d| d.get("_id").cloned())
+        .collect();
+    let existing: Vec<String> = admin
+        .collection::<Document>(real)
+        .find(doc! {"_id": {"$in": ids.clone()}})
+        .projection(doc! {"_id": 1})
+        .sort(doc! {"_id": 1})
+        .await
+        .map_err(err(format!("reading admin.{real}")))?
+        .try_collect::<Vec<Document>>()
+        .await
+        .map_err(err(format!("reading admin.{real}")))?
+        .iter()
+        .filter_map(|d| d.get_str("_id").ok().map(str::to_owned))
+        .collect();
+    let names = ids
+        .iter()
+        .filter_map(|id| id.as_str().map(str::to_owned))
+        .collect();
+    Ok((names, existing))
+}

@@ -1,0 +1,323 @@
+//! Incomplete snapshots (issue 4): `mc-agent snapshot` killed with SIGKILL in the middle of a
+//! base snapshot leaves data objects that no manifest names. `mc-agent prune` keeps them within
+//! the grace (a snapshot being taken, here by a live process, is never touched), shows them in
+//! `--dry-run`, and with `--incomplete-grace 0s` deletes exactly them; every kept snapshot stays
+//! complete, covered by the oplog and verifiable. A snapshot whose parts are pruned while it runs
+//! fails instead of writing a manifest that names missing parts.
+//!
+//! The kill lands mid-snapshot deterministically: a private replica set with test commands holds
+//! the find of one collection at the `waitInFindBeforeMakingBatch` fail point (filtered to that
+//! namespace) while another collection's part is written; the test waits for that part to exist.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mc_agent::capture::oplog::OplogSource;
+use mc_agent::metrics::Metrics;
+use mc_core::catalog::names::parse_oplog_key;
+use mc_core::catalog::{list_snapshots, restorable_windows, Catalog, Repository, Timeline};
+use mc_core::format::StreamKind;
+use mc_tests::agent::{capture_settings, wait_durable};
+use mc_tests::mongod::{PrivateReplSet, ReplSetConfig};
+use mc_tests::restore::temp_repository;
+use mc_tests::*;
+use mongodb::bson::{doc, Document};
+use tokio::sync::watch;
+
+const SOURCE: &str = "rs0";
+const URI_VAR: &str = "MC_TEST_INCOMPLETE_URI";
+const BLOCKED: &str = "app.z_blocked";
+
+fn write_policy(dir: &Path) -> std::path::PathBuf {
+    // A day's window keeps every snapshot of this test, so only incomplete data may go.
+    let policy = format!(
+        "version: 1\nname: incomplete-test\nsource:\n  id: {SOURCE}\n  mongodb:\n    uri: {{ env: {URI_VAR} }}\n\
+repository:\n  url: {repo}\n  keyring: {{ file: {keyring} }}\n  spool_dir: {spool}\n\
+objectives:\n  rpo: 15m\n  rto: 4h\ncapture:\n  max_segment_bytes: 64KiB\n\
+snapshots:\n  schedule: \"0 0 2 * * *\"\nretention:\n  pitr_window: 1d\n",
+        repo = dir.join("repo").display(),
+        keyring = dir.join("keyring").display(),
+        spool = dir.join("spool").display(),
+    );
+    let path = dir.join("policy.yaml");
+    std::fs::write(&path, policy).unwrap();
+    path
+}
+
+fn agent(policy: &Path, uri: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(workspace_bin("mc-agent"));
+    cmd.args(args)
+        .arg("--policy")
+        .arg(policy)
+        .env(URI_VAR, uri)
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn run_agent(policy: &Path, uri: &str, args: &[&str]) -> Output {
+    agent(policy, uri, args).output().expect("mc-agent runs")
+}
+
+fn show(out: &Output) -> String {
+    mc_tests::restore::show(out)
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(out.status.success(), "{}", show(out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every object key of the repository.
+async fn keys(repo: &Repository) -> BTreeSet<String> {
+    repo.store()
+        .list("sources/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect()
+}
+
+/// Snapshot ids with data in the repository but no manifest, and their data objects.
+async fn incomplete(repo: &Repository) -> Vec<(String, Vec<String>)> {
+    let all = keys(repo).await;
+    let prefix = format!("sources/{SOURCE}/snapshots/");
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for key in &all {
+        let Some((id, rest)) = key.strip_prefix(&prefix).and_then(|r| r.split_once('/')) else {
+            continue;
+        };
+        if !rest.starts_with("data/") || all.contains(&format!("{prefix}{id}/manifest.seg")) {
+            continue;
+        }
+        match out.last_mut() {
+            Some((last, objects)) if last == id => objects.push(key.clone()),
+            _ => out.push((id.to_owned(), vec![key.clone()])),
+        }
+    }
+    out
+}
+
+/// Starts `mc-agent snapshot` with the blocked collection held by the fail point and waits (a
+/// condition, not a sleep) until the other collection's part exists: the snapshot is then
+/// certainly in the middle. Returns the child and the incomplete snapshot's id.
+async fn start_held_snapshot(
+    set: &PrivateReplSet,
+    repo: &Repository,
+    policy: &Path,
+    uri: &str,
+) -> (Child, String) {
+    set.admin_command(
+        0,
+        doc! {"configureFailPoint": "waitInFindBeforeMakingBatch", "mode": "alwaysOn", "data": {"nss": BLOCKED}},
+    )
+    .await;
+    let before: BTreeSet<String> = incomplete(repo)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let mut child = agent(policy, uri, &["snapshot"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mc-agent snapshot starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some((id, _)) = incomplete(repo)
+            .await
+            .into_iter()
+            .find(|(id, _)| !before.contains(id))
+        {
+            return (child, id);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "mc-agent snapshot ended ({status}) before writing a part: {}",
+                show(&child.wait_with_output().unwrap())
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no snapshot part appeared within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn release(set: &PrivateReplSet) {
+    set.fail_point(0, "waitInFindBeforeMakingBatch", false)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prune_removes_exactly_the_parts_of_a_killed_snapshot_after_the_grace() {
+    let set = PrivateReplSet::start(ReplSetConfig {
+        test_commands: true,
+        ..ReplSetConfig::default()
+    })
+    .await;
+    let uri = set.uri();
+    let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+    let app = client.database("app");
+    for coll in ["a_small", "z_blocked"] {
+        app.collection::<Document>(coll)
+            .insert_many((0..200).map(|i| doc! {"_id": i, "pad": "x".repeat(500)}))
+            .await
+            .unwrap();
+    }
+
+    let (dir, repo) = temp_repository().await;
+    let policy = write_policy(dir.path());
+    // Oplog capture runs throughout, so complete snapshots are restorable.
+    let source = OplogSource::connect(&uri).await.unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let (stop, stop_rx) = watch::channel(false);
+    let capture = tokio::spawn(mc_agent::capture::run(
+        repo.clone(),
+        source.clone(),
+        capture_settings(SOURCE, &dir.path().join("capture-spool")),
+        metrics.clone(),
+        stop_rx,
+    ));
+    wait_durable(&metrics, source.majority_point().await.unwrap()).await;
+
+    let first = stdout(&run_agent(&policy, &uri, &["snapshot"]));
+    assert!(first.contains("snapshot "), "{first}");
+
+    // A snapshot in the middle, held by the fail point: pruning with the default grace while
+    // it runs leaves it alone.
+    let (mut child, id) = start_held_snapshot(&set, &repo, &policy, &uri).await;
+    let held = incomplete(&repo).await;
+    let objects = held.iter().find(|(i, _)| *i == id).unwrap().1.clone();
+    let out = stdout(&run_agent(&policy, &uri, &["prune"]));
+    assert!(
+        out.contains(&format!("keep    incomplete snapshot {id}"))
+            && out.contains("within the 1d grace"),
+        "{out}"
+    );
+    assert_eq!(
+        incomplete(&repo).await,
+        held,
+        "a running snapshot is not touched"
+    );
+
+    // Killed as a crash kills: its parts stay, without a manifest.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    release(&set).await;
+    let second = stdout(&run_agent(&policy, &uri, &["snapshot"]));
+    assert!(second.contains("snapshot "), "{second}");
+    wait_durable(&metrics, source.majority_point().await.unwrap()).await;
+    stop.send(true).unwrap();
+    capture.await.unwrap().expect("capture stops cleanly");
+    let complete = list_snapshots(&repo, SOURCE).await.unwrap();
+    assert_eq!(complete.len(), 2);
+    assert!(complete.iter().all(|s| s.id != id));
+    assert_eq!(incomplete(&repo).await, vec![(id.clone(), objects.clone())]);
+
+    let before = keys(&repo).await;
+    // Dry run: shows exactly the incomplete snapshot's objects, deletes nothing.
+    let out = stdout(&run_agent(
+        &policy,
+        &uri,
+        &["prune", "--dry-run", "--incomplete-grace", "0s"],
+    ));
+    assert!(
+        out.contains(&format!("would delete incomplete snapshot {id}")),
+        "{out}"
+    );
+    let listed: BTreeSet<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("would delete "))
+        .filter(|k| k.contains("/snapshots/"))
+        .collect();
+    let expected: BTreeSet<&str> = objects.iter().map(String::as_str).collect();
+    assert_eq!(listed, expected, "{out}");
+    assert_eq!(keys(&repo).await, before, "a dry run deletes nothing");
+
+    // The default grace (a day) keeps it.
+    let out = stdout(&run_agent(&policy, &uri, &["prune"]));
+    assert!(
+        out.contains(&format!("keep    incomplete snapshot {id}")),
+        "{out}"
+    );
+    let after_default = keys(&repo).await;
+    assert!(objects.iter().all(|k| after_default.contains(k)), "{out}");
+
+    // Grace 0: exactly the incomplete snapshot's objects go from the snapshots; the only other
+    // deletions are oplog segments ending before the oldest kept snapshot's start.
+    let out = stdout(&run_agent(
+        &policy,
+        &uri,
+        &["prune", "--incomplete-grace", "0s"],
+    ));
+    assert!(out.contains("1 incomplete snapshots)"), "{out}");
+    let after = keys(&repo).await;
+    let gone: BTreeSet<&String> = before.difference(&after).collect();
+    let snapshot_gone: BTreeSet<&str> = gone
+        .iter()
+        .filter(|k| k.contains("/snapshots/"))
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(snapshot_gone, expected);
+    let oldest_start = complete.iter().map(|s| s.start).min().unwrap();
+    for key in gone.iter().filter(|k| !k.contains("/snapshots/")) {
+        let (_, last) = parse_oplog_key(key).unwrap_or_else(|| panic!("{key} deleted"));
+        assert!(last < oldest_start, "{key} was needed");
+    }
+    assert!(incomplete(&repo).await.is_empty());
+
+    // Every kept snapshot is whole, restorable and verifies.
+    let kept = list_snapshots(&repo, SOURCE).await.unwrap();
+    assert_eq!(kept, complete);
+    for s in &kept {
+        for part in s.collections.iter().flat_map(|c| &c.parts) {
+            assert!(after.contains(part), "{part} of {} is gone", s.id);
+        }
+    }
+    let catalog = Catalog::load(&repo, SOURCE, StreamKind::Oplog)
+        .await
+        .unwrap();
+    assert!(catalog.missing.is_empty(), "{:?}", catalog.missing);
+    let windows = restorable_windows(&kept, &Timeline::build(&catalog.segments));
+    assert_eq!(
+        windows.iter().map(|w| &w.snapshot).collect::<Vec<_>>(),
+        kept.iter().map(|s| &s.id).collect::<Vec<_>>(),
+        "both snapshots stay restorable"
+    );
+    let report = mc_core::catalog::verify(&repo, None).await.unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    let out = stdout(&run_agent(
+        &policy,
+        &uri,
+        &["prune", "--incomplete-grace", "0s"],
+    ));
+    assert!(out.contains("nothing to delete"), "{out}");
+
+    // A snapshot whose parts are pruned while it runs (a grace of 0 while it is held) fails
+    // and writes no manifest.
+    let (child, id) = start_held_snapshot(&set, &repo, &policy, &uri).await;
+    let out = stdout(&run_agent(
+        &policy,
+        &uri,
+        &["prune", "--incomplete-grace", "0s"],
+    ));
+    assert!(
+        out.contains(&format!("deleted incomplete snapshot {id}")),
+        "{out}"
+    );
+    release(&set).await;
+    let failed = child.wait_with_output().unwrap();
+    assert!(!failed.status.success(), "{}", show(&failed));
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("vanished while it was being taken"),
+        "{}",
+        show(&failed)
+    );
+    assert_eq!(list_snapshots(&repo, SOURCE).await.unwrap(), complete);
+    drop(dir);
+}
