@@ -24,7 +24,7 @@ use std::time::Duration;
 use mc_core::catalog::kafka::{matches_any, KafkaOffsetsRange, OffsetRecord, PartitionOffsets};
 use mc_core::catalog::{Catalog, RepoError, Repository};
 use mc_core::format::{OplogTs, StreamKind};
-use mc_core::kafka::{GroupMember, KafkaClient, KafkaError};
+use mc_core::kafka::{GroupMember, KafkaClient, KafkaError, KafkaSecurity};
 use serde::Serialize;
 
 use crate::point::{format_ms, RestorePoint};
@@ -342,6 +342,8 @@ pub struct KafkaResetOptions {
     pub topic_map: TopicMap,
     /// Longest wait for one Kafka request (an unreachable cluster fails after it).
     pub timeout: Duration,
+    /// TLS and SASL (the policy's `kafka.security`); plaintext by default.
+    pub security: KafkaSecurity,
 }
 
 impl KafkaResetOptions {
@@ -354,6 +356,7 @@ impl KafkaResetOptions {
             wait_inactive: None,
             topic_map: TopicMap::default(),
             timeout: Duration::from_secs(10),
+            security: KafkaSecurity::default(),
         }
     }
 }
@@ -679,7 +682,13 @@ pub async fn reset_offsets(
 async fn connect(options: &KafkaResetOptions) -> Result<Arc<KafkaClient>, KafkaRestoreError> {
     let bootstrap = options.bootstrap.clone();
     let timeout = options.timeout;
-    blocking(move || Ok(Arc::new(KafkaClient::connect(&bootstrap, timeout)?))).await
+    let security = options.security.clone();
+    blocking(move || {
+        Ok(Arc::new(KafkaClient::connect_secured(
+            &bootstrap, &security, timeout,
+        )?))
+    })
+    .await
 }
 
 async fn blocking<R: Send + 'static>(

@@ -262,6 +262,7 @@ pub fn capture_settings(
         interval: Duration::from_millis(200),
         segment_span: Duration::from_secs(1),
         request_timeout: Duration::from_secs(3),
+        security: Default::default(),
         source: source.to_owned(),
         writer: WriterInfo {
             id: "test".into(),

@@ -8,13 +8,14 @@ use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use mc_tests::agent::{free_port, http_get, write_test_policy};
 use mc_tests::kafka::{
     capture_settings, committed_now, create_topic, delete_records_before, members, now_ms, pause,
     spawn_consumer, spawn_producer, temp_repository, wait_for, wait_members, Cmd, KafkaCapture,
     Offsets, PARTITIONS,
 };
 use mc_tests::restore::{mc_restore, repo_paths, show};
-use mc_tests::{kafka_bootstrap, unique_name};
+use mc_tests::{kafka_bootstrap, mongodb_uri, unique_name, workspace_bin};
 use tokio::sync::watch;
 
 /// The source every capture in this file records for.
@@ -374,4 +375,73 @@ fn kafka_offsets(
     ];
     args.extend_from_slice(extra);
     mc_restore(&args, keyring)
+}
+
+/// TLS and SASL settings reach librdkafka: an agent told to speak SCRAM over TLS to the test
+/// broker (which speaks neither) counts failed Kafka cycles whose error names the settings, never
+/// writes the password to its log, and captures MongoDB all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_sasl_settings_are_applied_and_a_mismatch_never_blocks_mongodb() {
+    let (dir, _repo) = temp_repository().await;
+    let secret = "hunter2-kafka-test-secret";
+    let password = dir.path().join("kafka-password");
+    std::fs::write(&password, secret).unwrap();
+    let port = free_port();
+    let extra = format!(
+        concat!(
+            "capture:\n  seal_interval: 300ms\nhttp:\n  listen: 127.0.0.1:{}\n",
+            "kafka:\n  bootstrap_servers: [\"{}\"]\n  interval: 1s\n",
+            "  security:\n    protocol: sasl_ssl\n",
+            "    sasl:\n      mechanism: SCRAM-SHA-512\n      username: mc-test\n",
+            "      password: {{ file: {} }}\n"
+        ),
+        port,
+        kafka_bootstrap(),
+        password.display()
+    );
+    let policy = write_test_policy(dir.path(), "kafka-tls", "ktls", "MC_SOURCE_URI", &extra);
+    let log = dir.path().join("agent.log");
+    let mut agent = std::process::Command::new(workspace_bin("mc-agent"))
+        .args(["run", "--policy"])
+        .arg(&policy)
+        .env("MC_SOURCE_URI", mongodb_uri())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start mc-agent");
+    let started = Instant::now();
+    let status = loop {
+        let status: serde_json::Value = http_get(port, "/status")
+            .and_then(|(_, body)| serde_json::from_str(&body).ok())
+            .unwrap_or_default();
+        let capture = &status["capture"];
+        if capture["capturing"] == true
+            && capture["newest_durable_ts"].is_string()
+            && capture["kafka"]["capture_errors"].as_u64() >= Some(1)
+        {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(90) || agent.try_wait().unwrap().is_some() {
+            let _ = agent.kill();
+            panic!(
+                "no failed Kafka cycle beside a capturing agent within 90 s; status {status}\nlog:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(status["capture"]["kafka"]["cycles"], 0, "{status}");
+    mc_tests::bench::signal(agent.id(), "TERM").unwrap();
+    let exit = agent.wait().unwrap();
+    assert!(exit.success(), "agent exits 0 on SIGTERM: {exit:?}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("Kafka offset capture failed")
+            && logged.contains("security: sasl_ssl, SCRAM-SHA-512 as mc-test"),
+        "{logged}"
+    );
+    assert!(
+        !logged.contains(secret),
+        "the password is in the log:\n{logged}"
+    );
 }

@@ -93,6 +93,7 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
             interval: k.interval,
             segment_span: KafkaCaptureSettings::default_span(k.interval, policy.objectives.rpo),
             request_timeout: Duration::from_secs(10),
+            security: policy.kafka_security()?,
             source: source_id.clone(),
             writer: WriterInfo {
                 id: holder.clone(),
@@ -119,11 +120,15 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
                 restore: mc_restore::restore::RestoreOptions::default(),
                 expect_sha256: Vec::new(),
                 kafka: match (&policy.kafka, policy.kafka_bootstrap_servers()?) {
-                    (Some(k), Some(servers)) => Some(mc_restore::kafka::KafkaResetOptions::new(
-                        servers.join(","),
-                        k.groups.clone(),
-                        true,
-                    )),
+                    (Some(k), Some(servers)) => {
+                        let mut options = mc_restore::kafka::KafkaResetOptions::new(
+                            servers.join(","),
+                            k.groups.clone(),
+                            true,
+                        );
+                        options.security = policy.kafka_security()?;
+                        Some(options)
+                    }
                     _ => None,
                 },
                 command: format!(

@@ -40,6 +40,8 @@ pub struct KafkaCaptureSettings {
     pub segment_span: Duration,
     /// Longest wait for one Kafka request.
     pub request_timeout: Duration,
+    /// TLS and SASL (`kafka.security`).
+    pub security: mc_core::kafka::KafkaSecurity,
     pub source: String,
     pub writer: WriterInfo,
     pub zstd_level: i32,
@@ -63,7 +65,11 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     metrics.kafka.enabled.store(1, Relaxed);
-    let mut source = OffsetSource::new(settings.bootstrap.clone(), settings.request_timeout);
+    let mut source = OffsetSource::new(
+        settings.bootstrap.clone(),
+        settings.security.clone(),
+        settings.request_timeout,
+    );
     let span_ms = u64::try_from(settings.segment_span.as_millis()).unwrap_or(u64::MAX);
     let mut checkpointer = Checkpointer::new(span_ms);
     let (tx, rx) = mpsc::channel(8);

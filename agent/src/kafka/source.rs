@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mc_core::catalog::kafka::{is_internal_group, matches_any, PartitionOffsets};
 use mc_core::format::OplogTs;
-use mc_core::kafka::{KafkaClient, KafkaError};
+use mc_core::kafka::{KafkaClient, KafkaError, KafkaSecurity};
 
 use crate::capture::oplog::OplogSource;
 
@@ -28,16 +28,18 @@ pub struct Observation {
 #[derive(Debug)]
 pub struct OffsetSource {
     bootstrap: String,
+    security: KafkaSecurity,
     timeout: Duration,
     client: Option<Arc<KafkaClient>>,
 }
 
 impl OffsetSource {
-    /// A source for the brokers `bootstrap` (`host:port,…`); each Kafka request waits at most
-    /// `timeout`. Connects lazily.
-    pub fn new(bootstrap: impl Into<String>, timeout: Duration) -> Self {
+    /// A source for the brokers `bootstrap` (`host:port,…`) reached with `security`; each
+    /// Kafka request waits at most `timeout`. Connects lazily.
+    pub fn new(bootstrap: impl Into<String>, security: KafkaSecurity, timeout: Duration) -> Self {
         Self {
             bootstrap: bootstrap.into(),
+            security,
             timeout,
             client: None,
         }
@@ -69,11 +71,14 @@ impl OffsetSource {
         let client = self.client.take();
         let bootstrap = self.bootstrap.clone();
         let timeout = self.timeout;
+        let security = self.security.clone();
         let patterns = patterns.to_vec();
         let joined = tokio::task::spawn_blocking(move || {
             let client = match client {
                 Some(c) => c,
-                None => Arc::new(KafkaClient::connect(&bootstrap, timeout)?),
+                None => Arc::new(KafkaClient::connect_secured(
+                    &bootstrap, &security, timeout,
+                )?),
             };
             let groups = read_groups(&client, &patterns)?;
             Ok::<_, KafkaError>((client, groups))

@@ -26,6 +26,9 @@ use super::{Committed, KafkaClient, KafkaError};
 /// Committed offsets per group: (topic, partition) → offset.
 pub type GroupOffsets = BTreeMap<String, Vec<(String, Committed)>>;
 
+/// (low, high) watermarks per (topic, partition).
+pub type Watermarks = BTreeMap<(String, i32), (i64, i64)>;
+
 impl KafkaClient {
     /// The committed offsets of every group in `groups`, each sorted by (topic, partition).
     /// A group the cluster does not know comes back with no partitions. Partitions of internal
@@ -112,12 +115,9 @@ impl KafkaClient {
 
     /// The (low, high) watermarks of every partition in `partitions`, in two ListOffsets
     /// requests per broker.
-    pub fn watermarks_of(
-        &self,
-        partitions: &[(String, i32)],
-    ) -> Result<BTreeMap<(String, i32), (i64, i64)>, KafkaError> {
+    pub fn watermarks_of(&self, partitions: &[(String, i32)]) -> Result<Watermarks, KafkaError> {
         if partitions.is_empty() {
-            return Ok(BTreeMap::new());
+            return Ok(Watermarks::new());
         }
         let list = |at: Offset| -> Result<BTreeMap<(String, i32), i64>, KafkaError> {
             let mut tpl = TopicPartitionList::with_capacity(partitions.len());

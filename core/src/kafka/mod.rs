@@ -12,8 +12,10 @@
 //! coordinator. Such commits are accepted only while the group has no active member.
 
 mod batch;
+mod security;
 
-pub use batch::GroupOffsets;
+pub use batch::{GroupOffsets, Watermarks};
+pub use security::{KafkaSecurity, SaslCredentials, SaslMechanism, SecurityProtocol};
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -24,7 +26,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 /// A failure talking to Kafka. Messages name the brokers and the operation; they never carry
-/// credentials (none are configured here).
+/// credentials (passwords stay in [`KafkaSecurity`]).
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
     #[error("cannot reach Kafka at {bootstrap} within {timeout:?}: {detail}; check the address and that the brokers are up")]
@@ -69,6 +71,7 @@ pub struct Committed {
 pub struct KafkaClient {
     bootstrap: String,
     timeout: Duration,
+    security: KafkaSecurity,
     /// Not in any group: metadata, group listing, watermarks.
     meta: BaseConsumer,
     /// One consumer per group, configured with its `group.id` (created on first use).
@@ -80,6 +83,7 @@ impl std::fmt::Debug for KafkaClient {
         f.debug_struct("KafkaClient")
             .field("bootstrap", &self.bootstrap)
             .field("timeout", &self.timeout)
+            .field("security", &self.security.describe())
             .finish_non_exhaustive()
     }
 }
@@ -89,28 +93,35 @@ impl KafkaClient {
     /// `timeout`. Contacts the cluster once (a metadata request) so an unreachable cluster is
     /// reported here, as [`KafkaError::Unreachable`].
     pub fn connect(bootstrap: &str, timeout: Duration) -> Result<Self, KafkaError> {
-        let meta: BaseConsumer =
-            Self::config(bootstrap, timeout)
-                .create()
-                .map_err(|e| KafkaError::Unreachable {
-                    bootstrap: bootstrap.to_owned(),
-                    timeout,
-                    detail: e.to_string(),
-                })?;
+        Self::connect_secured(bootstrap, &KafkaSecurity::default(), timeout)
+    }
+
+    /// [`KafkaClient::connect`] with TLS and SASL settings. A setting librdkafka refuses (a
+    /// CA file it cannot read, say) is reported as [`KafkaError::Unreachable`] naming it.
+    pub fn connect_secured(
+        bootstrap: &str,
+        security: &KafkaSecurity,
+        timeout: Duration,
+    ) -> Result<Self, KafkaError> {
+        let unreachable = |e: rdkafka::error::KafkaError| KafkaError::Unreachable {
+            bootstrap: bootstrap.to_owned(),
+            timeout,
+            detail: format!("{e} (security: {})", security.describe()),
+        };
+        let meta: BaseConsumer = Self::config(bootstrap, security, timeout)
+            .create()
+            .map_err(unreachable)?;
         let client = Self {
             bootstrap: bootstrap.to_owned(),
             timeout,
+            security: security.clone(),
             meta,
             groups: Mutex::new(HashMap::new()),
         };
         client
             .meta
             .fetch_metadata(None, timeout)
-            .map_err(|e| KafkaError::Unreachable {
-                bootstrap: bootstrap.to_owned(),
-                timeout,
-                detail: e.to_string(),
-            })?;
+            .map_err(unreachable)?;
         Ok(client)
     }
 
@@ -119,7 +130,7 @@ impl KafkaClient {
         &self.bootstrap
     }
 
-    fn config(bootstrap: &str, timeout: Duration) -> ClientConfig {
+    fn config(bootstrap: &str, security: &KafkaSecurity, timeout: Duration) -> ClientConfig {
         let ms = timeout.as_millis().clamp(1000, 300_000).to_string();
         let mut config = ClientConfig::new();
         config
@@ -129,6 +140,7 @@ impl KafkaClient {
             .set("socket.timeout.ms", &ms)
             .set("socket.connection.setup.timeout.ms", &ms)
             .set("log_level", "3");
+        security.apply(&mut config);
         config
     }
 
@@ -261,10 +273,11 @@ impl KafkaClient {
             .lock()
             .map_err(|_| self.op_err(format!("group {group}"), "client lock poisoned"))?;
         if !map.contains_key(group) {
-            let consumer: BaseConsumer = Self::config(&self.bootstrap, self.timeout)
-                .set("group.id", group)
-                .create()
-                .map_err(|e| self.op_err(format!("creating a client for group {group}"), e))?;
+            let consumer: BaseConsumer =
+                Self::config(&self.bootstrap, &self.security, self.timeout)
+                    .set("group.id", group)
+                    .create()
+                    .map_err(|e| self.op_err(format!("creating a client for group {group}"), e))?;
             map.insert(group.to_owned(), consumer);
         }
         match map.get(group) {

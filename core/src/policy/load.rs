@@ -389,6 +389,9 @@ fn check_rules(policy: &Policy) -> Vec<PolicyError> {
                 "offsets read less often than the rpo could not be restored to within it; the default is 5s".into(),
             );
         }
+        if let Some(security) = &kafka.security {
+            check_kafka_security(security, &mut fail);
+        }
     }
 
     let retention = &policy.retention;
@@ -406,6 +409,45 @@ fn check_rules(policy: &Policy) -> Vec<PolicyError> {
     }
 
     errors
+}
+
+/// The rules of `kafka.security` a schema cannot say: SASL settings exactly with the `sasl_*`
+/// protocols, TLS files only with the `ssl` ones, a client certificate with its key.
+fn check_kafka_security(
+    security: &super::schema::KafkaSecuritySettings,
+    fail: &mut impl FnMut(&str, String, String),
+) {
+    let protocol = security.protocol;
+    let name = protocol.as_librdkafka();
+    match (&security.sasl, protocol.uses_sasl()) {
+        (None, true) => fail(
+            "kafka.security.protocol",
+            format!("protocol {name} needs a `sasl:` section"),
+            "add `sasl: { mechanism: SCRAM-SHA-512, username: NAME, password: { env: VARIABLE } }`, or use protocol ssl/plaintext".into(),
+        ),
+        (Some(_), false) => fail(
+            "kafka.security.sasl",
+            format!("`sasl:` is set but protocol {name} does not use SASL"),
+            "use protocol sasl_ssl (or sasl_plaintext on a trusted network), or remove `sasl:`".into(),
+        ),
+        _ => {}
+    }
+    if let Some(tls) = &security.tls {
+        if !protocol.uses_tls() {
+            fail(
+                "kafka.security.tls",
+                format!("`tls:` is set but protocol {name} does not use TLS"),
+                "use protocol ssl or sasl_ssl, or remove `tls:`".into(),
+            );
+        }
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            fail(
+                "kafka.security.tls",
+                "cert_file and key_file go together".into(),
+                "set both (the client certificate and its private key), or neither".into(),
+            );
+        }
+    }
 }
 
 #[cfg(test)]

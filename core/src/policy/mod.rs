@@ -29,9 +29,10 @@ pub use duration::{
 };
 pub use error::{Place, PolicyError};
 pub use schema::{
-    BootstrapServers, CaptureSettings, CronSchedule, DrillSettings, HttpSettings, KafkaSettings,
-    LeaseSettings, MongoSettings, Objectives, Policy, RepoUrlSource, RepositorySettings,
-    RetentionSettings, SnapshotSettings, SourceSettings, CRON_FORMS, POLICY_VERSION,
+    BootstrapServers, CaptureSettings, CronSchedule, DrillSettings, HttpSettings,
+    KafkaSaslSettings, KafkaSecuritySettings, KafkaSettings, KafkaTlsSettings, LeaseSettings,
+    MongoSettings, Objectives, Policy, RepoUrlSource, RepositorySettings, RetentionSettings,
+    SnapshotSettings, SourceSettings, CRON_FORMS, POLICY_VERSION,
 };
 pub use secret::{Secret, SecretRef};
 
@@ -169,6 +170,45 @@ impl Policy {
         }
     }
 
+    /// The Kafka client's TLS and SASL settings (`kafka.security`), with the password read;
+    /// plaintext when the section (or `kafka:`) is absent. Also checks that the TLS files exist.
+    pub fn kafka_security(&self) -> Result<crate::kafka::KafkaSecurity, PolicyError> {
+        let Some(settings) = self.kafka.as_ref().and_then(|k| k.security.as_ref()) else {
+            return Ok(crate::kafka::KafkaSecurity::default());
+        };
+        let sasl = match &settings.sasl {
+            Some(sasl) => Some(std::sync::Arc::new(crate::kafka::SaslCredentials {
+                mechanism: sasl.mechanism,
+                username: Secret::new(sasl.username.clone()),
+                password: self.resolve_secret("kafka.security.sasl.password", &sasl.password)?,
+            })),
+            None => None,
+        };
+        let tls = settings.tls.clone().unwrap_or_default();
+        for (field, path) in [
+            ("kafka.security.tls.ca_file", &tls.ca_file),
+            ("kafka.security.tls.cert_file", &tls.cert_file),
+            ("kafka.security.tls.key_file", &tls.key_file),
+        ] {
+            if let Some(path) = path {
+                if let Err(e) = std::fs::metadata(path) {
+                    return Err(PolicyError::Invalid {
+                        place: self.place_of(field),
+                        message: format!("cannot read {}: {e}", path.display()),
+                        hint: "mount the PEM file at that path (a Kubernetes Secret volume), or fix the path".into(),
+                    });
+                }
+            }
+        }
+        Ok(crate::kafka::KafkaSecurity {
+            protocol: settings.protocol,
+            sasl,
+            ca_file: tls.ca_file,
+            cert_file: tls.cert_file,
+            key_file: tls.key_file,
+        })
+    }
+
     /// The scratch MongoDB of drills (`drills.scratch_uri`), if drills are scheduled.
     pub fn drill_scratch_uri(&self) -> Result<Option<Secret>, PolicyError> {
         let Some(drills) = &self.drills else {
@@ -190,6 +230,7 @@ impl Policy {
             self.keyring().err(),
             self.lease_redis_url().err(),
             self.kafka_bootstrap_servers().err(),
+            self.kafka_security().err(),
             self.drill_scratch_uri().err(),
         ]
         .into_iter()

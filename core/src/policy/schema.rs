@@ -244,6 +244,51 @@ pub struct KafkaSettings {
         deserialize_with = "de_positive_duration"
     )]
     pub interval: Duration,
+    /// TLS and SASL. Absent: plaintext, no authentication.
+    #[serde(default)]
+    pub security: Option<KafkaSecuritySettings>,
+}
+
+/// `kafka.security:` — how the agent and `mc-restore` authenticate to and encrypt traffic with
+/// the brokers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSecuritySettings {
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    pub protocol: crate::kafka::SecurityProtocol,
+    /// Required with the `sasl_*` protocols.
+    #[serde(default)]
+    pub sasl: Option<KafkaSaslSettings>,
+    /// With the `ssl` protocols: the CA to verify brokers with, a client certificate.
+    #[serde(default)]
+    pub tls: Option<KafkaTlsSettings>,
+}
+
+/// `kafka.security.sasl:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSaslSettings {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: crate::kafka::SaslMechanism,
+    /// The user name (not secret, so it may be written here).
+    pub username: String,
+    /// The password, by reference only: `{ env: VAR }` or `{ file: /path }`.
+    pub password: SecretRef,
+}
+
+/// `kafka.security.tls:` — PEM files.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaTlsSettings {
+    /// The CA(s) that signed the brokers' certificates. Absent: the system's CAs.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate, for brokers that authenticate clients by certificate (with `key_file`).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
 }
 
 /// `drills:` — scheduled, verified restores into a scratch MongoDB.
@@ -640,6 +685,9 @@ fn default_zstd_level() -> i32 {
 fn default_parallelism() -> u32 {
     4
 }
+fn default_incomplete_snapshot_grace() -> Duration {
+    crate::catalog::retention::DEFAULT_INCOMPLETE_SNAPSHOT_GRACE
+}
 fn default_lease_ttl() -> Duration {
     Duration::from_secs(10)
 }
@@ -651,7 +699,4 @@ fn default_groups() -> Vec<String> {
 }
 fn default_kafka_interval() -> Duration {
     Duration::from_secs(5)
-}
-fn default_incomplete_snapshot_grace() -> Duration {
-    crate::catalog::retention::DEFAULT_INCOMPLETE_SNAPSHOT_GRACE
 }

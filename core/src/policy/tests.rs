@@ -455,6 +455,72 @@ fn bad_policies_say_where_and_how_to_fix() {
             hint: "5s",
         },
         BadCase {
+            what: "sasl protocol without sasl",
+            edit: (
+                "",
+                "kafka:\n  bootstrap_servers: [\"k:9092\"]\n  security:\n    protocol: sasl_ssl\n",
+            ),
+            line: 20,
+            field: Some("kafka.security.protocol"),
+            message: "protocol sasl_ssl needs a `sasl:` section",
+            hint: "mechanism: SCRAM-SHA-512",
+        },
+        BadCase {
+            what: "sasl with a protocol without it",
+            edit: (
+                "",
+                "kafka:\n  bootstrap_servers: [\"k:9092\"]\n  security:\n    protocol: ssl\n    sasl:\n      mechanism: PLAIN\n      username: u\n      password: { env: P }\n",
+            ),
+            line: 21,
+            field: Some("kafka.security.sasl"),
+            message: "protocol ssl does not use SASL",
+            hint: "sasl_ssl",
+        },
+        BadCase {
+            what: "tls files with plaintext",
+            edit: (
+                "",
+                "kafka:\n  bootstrap_servers: [\"k:9092\"]\n  security:\n    protocol: plaintext\n    tls:\n      ca_file: /ca.pem\n",
+            ),
+            line: 21,
+            field: Some("kafka.security.tls"),
+            message: "protocol plaintext does not use TLS",
+            hint: "ssl or sasl_ssl",
+        },
+        BadCase {
+            what: "client certificate without its key",
+            edit: (
+                "",
+                "kafka:\n  bootstrap_servers: [\"k:9092\"]\n  security:\n    protocol: ssl\n    tls:\n      cert_file: /c.pem\n",
+            ),
+            line: 21,
+            field: Some("kafka.security.tls"),
+            message: "cert_file and key_file go together",
+            hint: "set both",
+        },
+        BadCase {
+            what: "unknown sasl mechanism",
+            edit: (
+                "",
+                "kafka:\n  bootstrap_servers: [\"k:9092\"]\n  security:\n    protocol: sasl_ssl\n    sasl:\n      mechanism: GSSAPI\n      username: u\n      password: { env: P }\n",
+            ),
+            line: 22,
+            field: Some("kafka.security.sasl.mechanism"),
+            message: "GSSAPI",
+            hint: "",
+        },
+        BadCase {
+            what: "inline kafka password",
+            edit: (
+                "",
+                "kafka:\n  bootstrap_servers: [\"k:9092\"]\n  security:\n    protocol: sasl_ssl\n    sasl:\n      mechanism: PLAIN\n      username: u\n      password: hunter2\n",
+            ),
+            line: 24,
+            field: Some("kafka.security.sasl.password"),
+            message: "an inline value is not allowed here",
+            hint: "{ env: VARIABLE }",
+        },
+        BadCase {
             what: "empty group list",
             edit: (
                 "",
@@ -464,6 +530,28 @@ fn bad_policies_say_where_and_how_to_fix() {
             field: Some("kafka.groups"),
             message: "the group list is empty",
             hint: "orders-*",
+        },
+        BadCase {
+            what: "users and roles asked for with yes",
+            edit: (
+                "schedule: \"0 0 2 * * *\"\n",
+                "schedule: \"0 0 2 * * *\"\n  include_users_and_roles: yes\n",
+            ),
+            line: 15,
+            field: Some("snapshots.include_users_and_roles"),
+            message: "",
+            hint: "true or false",
+        },
+        BadCase {
+            what: "no grace for incomplete snapshots",
+            edit: (
+                "keep_daily: 7\n",
+                "keep_daily: 7\n  incomplete_snapshot_grace: 0s\n",
+            ),
+            line: 17,
+            field: Some("retention.incomplete_snapshot_grace"),
+            message: "the duration must be above zero",
+            hint: "500ms",
         },
         BadCase {
             what: "yes is not a boolean",
@@ -531,28 +619,6 @@ fn unknown_top_level_key_looks_like_the_example() {
     assert!(
         err.starts_with(
             "policies/test.yaml:17:1: unknown field `retnetion`, expected one of version, name"
-        BadCase {
-            what: "users and roles asked for with yes",
-            edit: (
-                "schedule: \"0 0 2 * * *\"\n",
-                "schedule: \"0 0 2 * * *\"\n  include_users_and_roles: yes\n",
-            ),
-            line: 15,
-            field: Some("snapshots.include_users_and_roles"),
-            message: "",
-            hint: "true or false",
-        },
-        BadCase {
-            what: "no grace for incomplete snapshots",
-            edit: (
-                "keep_daily: 7\n",
-                "keep_daily: 7\n  incomplete_snapshot_grace: 0s\n",
-            ),
-            line: 17,
-            field: Some("retention.incomplete_snapshot_grace"),
-            message: "the duration must be above zero",
-            hint: "500ms",
-        },
         ),
         "{err}"
     );
@@ -721,4 +787,48 @@ fn load_reads_files_and_names_missing_ones() {
     std::fs::write(&path, "\n# nothing\n").unwrap();
     let err = Policy::load(&path).unwrap_err().to_string();
     assert!(err.contains("the policy file is empty"), "{err}");
+}
+
+#[test]
+fn kafka_security_reads_the_password_and_checks_the_tls_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let password = dir.path().join("password");
+    std::fs::write(&password, "hunter2-kafka\n").unwrap();
+    let with = |ca: &std::path::Path| {
+        apply((
+            "",
+            &format!(
+                "kafka:\n  bootstrap_servers: [\"k:9092\"]\n  security:\n    protocol: sasl_ssl\n    sasl:\n      mechanism: SCRAM-SHA-256\n      username: mc\n      password: {{ file: {} }}\n    tls:\n      ca_file: {}\n",
+                password.display(),
+                ca.display()
+            ),
+        ))
+    };
+    let policy = parse(&with(&ca)).expect("valid");
+    let security = policy.kafka_security().expect("resolves");
+    assert_eq!(security.describe(), "sasl_ssl, SCRAM-SHA-256 as mc");
+    let sasl = security.sasl.as_ref().unwrap();
+    assert_eq!(sasl.password.expose(), "hunter2-kafka");
+    assert_eq!(security.ca_file.as_deref(), Some(ca.as_path()));
+    assert!(!format!("{security:?}").contains("hunter2"));
+
+    let missing = dir.path().join("no-such-ca.pem");
+    let policy = parse(&with(&missing)).expect("valid until resolved");
+    let err = policy.kafka_security().unwrap_err().to_string();
+    assert!(
+        err.contains("kafka.security.tls.ca_file") && err.contains("no-such-ca.pem"),
+        "{err}"
+    );
+    let errors = policy.check_environment().unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.to_string().contains("kafka.security.tls.ca_file")),
+        "{errors:?}"
+    );
+    // No kafka section: plaintext.
+    let plain = parse(&apply(("", ""))).unwrap().kafka_security().unwrap();
+    assert_eq!(plain.describe(), "plaintext");
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use mc_core::cli::SourceOpts;
+use mc_core::kafka::KafkaSecurity;
 use mc_core::policy::Policy;
 use mc_restore::kafka::{
     format_table, reset_offsets, KafkaPoint, KafkaResetOptions, KafkaResetPlan, TopicMap,
@@ -61,30 +62,37 @@ pub fn parse_wait(s: &str) -> Result<Duration, String> {
 }
 
 /// The cluster to reset: `explicit` (given with `flag`), else the policy's
-/// `kafka.bootstrap_servers`.
-pub fn resolve_bootstrap(
+/// `kafka.bootstrap_servers`; with the policy's `kafka.security` (TLS, SASL) when a policy is
+/// given, plaintext otherwise.
+pub fn resolve_cluster(
     explicit: Option<&str>,
     source: &SourceOpts,
     flag: &str,
-) -> anyhow::Result<String> {
-    match (explicit, &source.policy) {
-        (Some(b), _) => Ok(b.to_owned()),
-        (None, Some(path)) => Policy::load(path)?
+) -> anyhow::Result<(String, KafkaSecurity)> {
+    let policy = source.policy.as_deref().map(Policy::load).transpose()?;
+    let security = match &policy {
+        Some(p) => p.kafka_security()?,
+        None => KafkaSecurity::default(),
+    };
+    let bootstrap = match (explicit, &policy) {
+        (Some(b), _) => b.to_owned(),
+        (None, Some(p)) => p
             .kafka_bootstrap_servers()?
             .map(|s| s.join(","))
             .with_context(|| {
                 format!(
                     "{} has no kafka section: pass {flag} HOST:PORT",
-                    path.display()
+                    p.file().display()
                 )
-            }),
+            })?,
         (None, None) => anyhow::bail!("no Kafka cluster given: pass {flag} HOST:PORT"),
-    }
+    };
+    Ok((bootstrap, security))
 }
 
 /// The library's options from the Kafka flags (`--topic-map` entries parsed here).
 pub fn reset_options(
-    bootstrap: String,
+    (bootstrap, security): (String, KafkaSecurity),
     groups: &[String],
     topic_map: &[String],
     wait_inactive: Option<Duration>,
@@ -98,6 +106,7 @@ pub fn reset_options(
         wait_inactive,
         topic_map: TopicMap::parse(topic_map)?,
         timeout,
+        security,
     })
 }
 
@@ -194,10 +203,10 @@ fn shell_quote(a: &str) -> String {
 }
 
 pub async fn run(args: KafkaOffsetsArgs) -> anyhow::Result<i32> {
-    let bootstrap = resolve_bootstrap(args.bootstrap.as_deref(), &args.source, "--bootstrap")?;
+    let cluster = resolve_cluster(args.bootstrap.as_deref(), &args.source, "--bootstrap")?;
     let (repo, source) = args.source.open().await?;
     let options = reset_options(
-        bootstrap,
+        cluster,
         &args.groups,
         &args.topic_map,
         args.wait_inactive,

@@ -128,13 +128,13 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
     let kafka_options = if args.kafka_groups.is_empty() {
         None
     } else {
-        let bootstrap = kafka_offsets::resolve_bootstrap(
+        let cluster = kafka_offsets::resolve_cluster(
             args.kafka_bootstrap.as_deref(),
             &args.source,
             "--kafka-bootstrap",
         )?;
         Some(kafka_offsets::reset_options(
-            bootstrap,
+            cluster,
             &args.kafka_groups,
             &args.topic_map,
             args.kafka_wait_inactive,
