@@ -120,6 +120,14 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
+# Not a service, but demo.sh and test.sh build right after `up`: librdkafka's TLS and SASL/SCRAM
+# (rdkafka's `ssl` feature) compile against the system OpenSSL.
+install_build_deps() {
+  command -v pkg-config >/dev/null && pkg-config --exists openssl && return
+  log "installing pkg-config and libssl-dev from Debian's packages (OpenSSL for Kafka TLS)"
+  apt_install pkg-config libssl-dev
+}
+
 install_redis() {
   command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return
   log "installing redis-server from Debian's packages"
@@ -261,6 +269,7 @@ cmd_up() {
   install_python_tools
   install_mongod
   install_redis
+  install_build_deps
   mongo_up "$nodes"
   s3_up
   kafka_up
