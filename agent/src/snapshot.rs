@@ -362,6 +362,17 @@ pub struct SnapshotPlan {
 
 /// Takes snapshots while `stop` is false: at once if the source has none yet, on the schedule,
 /// and at once after a timeline gap (restorable time resumes only from a new snapshot).
+/// A manifest's finish time (Unix ms) and duration (ms), from its RFC 3339 times.
+fn finished_and_duration(m: &SnapshotManifest) -> Option<(i64, u64)> {
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    let (started, finished) = (parse(&m.started)?, parse(&m.finished)?);
+    let took = (finished - started).num_milliseconds().max(0);
+    Some((
+        finished.timestamp_millis(),
+        u64::try_from(took).unwrap_or(0),
+    ))
+}
+
 pub async fn run_schedule(
     repo: Repository,
     source: OplogSource,
@@ -372,7 +383,15 @@ pub async fn run_schedule(
     use std::sync::atomic::Ordering::Relaxed;
     let mut seen_gaps = 0;
     let mut due_now = match mc_core::catalog::list_snapshots(&repo, &plan.settings.source).await {
-        Ok(list) => list.is_empty().then_some("first"),
+        Ok(list) => {
+            // The newest snapshot's time and duration survive restarts: they come from the
+            // repository, not from this process's memory.
+            if let Some((finished, took)) = list.last().and_then(finished_and_duration) {
+                metrics.last_snapshot_ms.store(finished, Relaxed);
+                metrics.last_snapshot_duration_ms.store(took, Relaxed);
+            }
+            list.is_empty().then_some("first")
+        }
         Err(e) => {
             tracing::warn!(error = %e, "cannot list snapshots; taking one now");
             Some("first")

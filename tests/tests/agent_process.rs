@@ -86,6 +86,7 @@ async fn sigterm_and_sigkill_restarts_keep_the_timeline_exact() {
         }
     });
 
+    let mut first_snapshot = None;
     for round in 0..10 {
         let mut agent = start_agent(&policy, &log);
         wait_for("readyz", Duration::from_secs(30), || {
@@ -97,6 +98,36 @@ async fn sigterm_and_sigkill_restarts_keep_the_timeline_exact() {
             newest_durable(port).is_some_and(|ts| ts >= target)
         })
         .await;
+        // The first start takes a base snapshot (the repository has none). Its time is read
+        // back from the repository after a restart, not reset to 0.
+        let last_snapshot = || {
+            let (_, text) = http_get(port, "/metrics")?;
+            mc_tests::agent::metric_value(&text, "mc_last_snapshot_timestamp_seconds")
+                .filter(|v| *v > 0.0)
+        };
+        match round {
+            0 => {
+                wait_for("the first snapshot", Duration::from_secs(60), || {
+                    last_snapshot().is_some()
+                })
+                .await;
+                first_snapshot = last_snapshot();
+            }
+            1 => {
+                wait_for(
+                    "the snapshot time after a restart",
+                    Duration::from_secs(10),
+                    || last_snapshot().is_some(),
+                )
+                .await;
+                let (before, after) = (first_snapshot.unwrap(), last_snapshot().unwrap());
+                assert!(
+                    (before - after).abs() < 5.0,
+                    "last snapshot time {after} after a restart, {before} before"
+                );
+            }
+            _ => {}
+        }
         if round == 0 {
             let (code, metrics) = http_get(port, "/metrics").unwrap();
             assert_eq!(code, 200);

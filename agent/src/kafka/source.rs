@@ -108,12 +108,14 @@ fn read_groups(
     patterns: &[String],
 ) -> Result<BTreeMap<String, Vec<PartitionOffsets>>, KafkaError> {
     let wants_internal = patterns.iter().any(|p| p.starts_with('_'));
+    let t0 = std::time::Instant::now();
     let names: Vec<String> = client
         .groups()?
         .into_iter()
         .map(|g| g.name)
         .filter(|g| (wants_internal || !is_internal_group(g)) && matches_any(patterns, g))
         .collect();
+    let listed = t0.elapsed();
     // One batched request per kind (docs/performance.md, "Kafka capture at scale").
     let committed: BTreeMap<String, Vec<(String, i32, i64)>> = client
         .committed_of_groups(&names)?
@@ -133,7 +135,16 @@ fn read_groups(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    let fetched = t0.elapsed();
     let marks = client.watermarks_of(&wanted)?;
+    tracing::debug!(
+        groups = names.len(),
+        partitions = wanted.len(),
+        list_ms = listed.as_millis() as u64,
+        offsets_ms = (fetched - listed).as_millis() as u64,
+        watermarks_ms = (t0.elapsed() - fetched).as_millis() as u64,
+        "Kafka capture cycle read"
+    );
     Ok(committed
         .into_iter()
         .map(|(group, offsets)| {

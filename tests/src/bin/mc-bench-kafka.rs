@@ -76,6 +76,9 @@ struct Args {
     /// Fraction of groups that commit new offsets each interval during the agent phase.
     #[arg(long, default_value_t = 1.0)]
     churn: f64,
+    /// Phases to run, comma-separated: agent, cycle (setup and cleanup always run).
+    #[arg(long, value_delimiter = ',', default_value = "agent,cycle")]
+    phases: Vec<String>,
 }
 
 #[tokio::main]
@@ -93,12 +96,62 @@ async fn main() -> anyhow::Result<()> {
     );
     let run = unique_name("bench").to_lowercase();
     let t0 = Instant::now();
-    let groups = setup(&args, &bootstrap, &run).await?;
+    for p in &args.phases {
+        if p != "agent" && p != "cycle" {
+            bail!("unknown phase {p:?}; use agent, cycle");
+        }
+    }
+    let want = |p: &str| args.phases.iter().any(|x| x == p);
+    let groups = setup(&args, &bootstrap, &run).await;
     println!("setup: {:.1} s", t0.elapsed().as_secs_f64());
+    let result = match &groups {
+        Ok(groups) => {
+            let mut result = Ok(());
+            if want("agent") {
+                result = agent_phase(&args, &bootstrap, &run, groups).await;
+            }
+            if result.is_ok() && want("cycle") {
+                result = cycle_phase(&args, &bootstrap, &run, groups).await;
+            }
+            result
+        }
+        Err(_) => Ok(()),
+    };
+    // The run's topics and groups go, whatever happened: 10 000 partitions left behind would
+    // slow every later run and test on the same broker.
+    cleanup(&bootstrap, &run, args.groups).await;
+    groups?;
+    result
+}
 
-    agent_phase(&args, &bootstrap, &run, &groups).await?;
-    cycle_phase(&args, &bootstrap, &run, &groups).await?;
-    Ok(())
+/// Deletes the topics and groups of `run`.
+async fn cleanup(bootstrap: &str, run: &str, n: usize) {
+    let admin: AdminClient<DefaultClientContext> = match ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+    {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("cleanup: no admin client: {e}");
+            return;
+        }
+    };
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(60)));
+    let groups: Vec<String> = (0..n).map(|i| format!("{run}-g{i:04}")).collect();
+    let topics: Vec<String> = (0..n).map(|i| format!("{run}-t{i:04}")).collect();
+    for chunk in groups.chunks(50) {
+        let names: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        if let Err(e) = admin.delete_groups(&names, &opts).await {
+            eprintln!("cleanup: deleting groups: {e}");
+        }
+    }
+    for chunk in topics.chunks(50) {
+        let names: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        if let Err(e) = admin.delete_topics(&names, &opts).await {
+            eprintln!("cleanup: deleting topics: {e}");
+        }
+    }
+    println!("cleanup: {} topics and groups of run {run} deleted", n);
 }
 
 /// (group, topic) pairs, and the groups' commits.
@@ -108,6 +161,7 @@ struct Groups {
 }
 
 async fn setup(args: &Args, bootstrap: &str, run: &str) -> anyhow::Result<Groups> {
+    // Topics are created before anything can fail, so cleanup() always has them to delete.
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
@@ -312,7 +366,9 @@ async fn agent_phase(
         "MC_BENCH_MONGODB_URI",
         &extra,
     );
-    let log = std::fs::File::create(dir.path().join("agent.log"))?;
+    // Kept after the run (the repository is not): per-cycle timings are in it at debug level.
+    let log_path = std::env::temp_dir().join(format!("{run}-agent.log"));
+    let log = std::fs::File::create(&log_path)?;
     // The agent built beside this binary (target/release).
     let agent_bin = std::env::current_exe()?
         .parent()
@@ -346,7 +402,7 @@ async fn agent_phase(
             if started.elapsed() > Duration::from_secs(120) {
                 bail!(
                     "the agent made no Kafka cycle in 120 s; see {}",
-                    dir.path().join("agent.log").display()
+                    log_path.display()
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -384,6 +440,7 @@ async fn agent_phase(
         }
         let (bytes, span_ms, segments) =
             stored_offsets(&dir.path().join("repo"), &source, args.interval)?;
+        println!("  agent log: {}", log_path.display());
         let mut c = cycle_times.clone();
         println!(
             "\nagent (mc-agent run, {} s, churn {}):",
@@ -414,7 +471,9 @@ async fn agent_phase(
         Ok(())
     }
     .await;
-    let _ = signal(pid, "KILL");
+    if result.is_err() {
+        let _ = signal(pid, "KILL");
+    }
     result
 }
 
