@@ -126,10 +126,18 @@ impl RestorePlan {
                     .find(|w| w.snapshot == id && usable(w))
                     .ok_or_else(|| outside(format!("snapshot {id} cannot reach it")))?
             }
+            // With --restore-users-and-roles, a snapshot that captured them wins over a newer
+            // one that did not (two can end in the same second).
             None => windows
                 .iter()
                 .filter(|w| usable(w))
-                .max_by_key(|w| (surely(w), w.from))
+                .max_by_key(|w| {
+                    let has_users = namespaces.users_and_roles()
+                        && snapshots
+                            .iter()
+                            .any(|s| s.id == w.snapshot && captured_users_and_roles(s));
+                    (has_users, surely(w), w.from)
+                })
                 .ok_or_else(|| outside(why_not(&cut, &windows, &timeline)))?,
         };
         let snapshot = snapshots
