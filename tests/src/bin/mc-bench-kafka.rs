@@ -40,8 +40,8 @@ use mc_tests::agent::{free_port, http_get, metric_value, write_test_policy};
 use mc_tests::bench::{
     cpu_seconds, loadavg, machine_description, percentile, proc_status_kib, signal,
 };
-use mc_tests::restore::temp_repository;
 use mc_tests::mongod::PrivateReplSet;
+use mc_tests::restore::temp_repository;
 use mc_tests::{kafka_bootstrap, unique_name};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
