@@ -359,6 +359,20 @@ impl KafkaResetOptions {
             security: KafkaSecurity::default(),
         }
     }
+
+    /// The plan-only reset a drill makes: the policy's cluster, groups and `kafka.security`;
+    /// `None` when the policy has no `kafka:` section.
+    pub fn drill_plan_of(
+        policy: &mc_core::policy::Policy,
+    ) -> Result<Option<Self>, mc_core::policy::PolicyError> {
+        let (Some(kafka), Some(servers)) = (&policy.kafka, policy.kafka_bootstrap_servers()?)
+        else {
+            return Ok(None);
+        };
+        let mut options = Self::new(servers.join(","), kafka.groups.clone(), true);
+        options.security = policy.kafka_security()?;
+        Ok(Some(options))
+    }
 }
 
 /// One partition's reset.

@@ -119,18 +119,7 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
                 rpo_seconds: policy.objectives.rpo.as_secs_f64(),
                 restore: mc_restore::restore::RestoreOptions::default(),
                 expect_sha256: Vec::new(),
-                kafka: match (&policy.kafka, policy.kafka_bootstrap_servers()?) {
-                    (Some(k), Some(servers)) => {
-                        let mut options = mc_restore::kafka::KafkaResetOptions::new(
-                            servers.join(","),
-                            k.groups.clone(),
-                            true,
-                        );
-                        options.security = policy.kafka_security()?;
-                        Some(options)
-                    }
-                    _ => None,
-                },
+                kafka: mc_restore::kafka::KafkaResetOptions::drill_plan_of(&policy)?,
                 command: format!(
                     "mc-restore drill --policy {} --scratch <drills.scratch_uri>",
                     policy.file().display()

@@ -167,20 +167,10 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     // The Kafka reset a real restore would make, planned against the policy's cluster.
-    let kafka = match (&policy.kafka, args.no_kafka) {
-        (Some(k), false) => match policy.kafka_bootstrap_servers()? {
-            Some(servers) => {
-                let mut options = mc_restore::kafka::KafkaResetOptions::new(
-                    servers.join(","),
-                    k.groups.clone(),
-                    true,
-                );
-                options.security = policy.kafka_security()?;
-                Some(options)
-            }
-            None => None,
-        },
-        _ => None,
+    let kafka = if args.no_kafka {
+        None
+    } else {
+        mc_restore::kafka::KafkaResetOptions::drill_plan_of(&policy)?
     };
     let options = DrillOptions {
         kafka,
