@@ -116,8 +116,7 @@ impl KafkaMetrics {
             cycles,
             groups_tracked: self.groups_tracked.load(Relaxed),
             last_cycle: rfc3339_ms(self.last_cycle_ms.load(Relaxed)),
-            last_cycle_seconds: (cycles > 0)
-                .then(|| self.last_cycle_micros.load(Relaxed) as f64 / 1e6),
+            last_cycle_seconds: self.last_cycle_seconds(),
             newest_durable: rfc3339_ms(self.durable_ms.load(Relaxed)),
             rpo_seconds: self.rpo_seconds(),
             capture_errors: self.capture_errors.load(Relaxed),
@@ -125,6 +124,11 @@ impl KafkaMetrics {
             segments_uploaded: self.segments_uploaded.load(Relaxed),
             total_lag: self.lag.lock().map(|l| l.values().sum()).unwrap_or(0),
         }
+    }
+
+    /// How long the newest successful cycle took, seconds; `None` before the first.
+    pub fn last_cycle_seconds(&self) -> Option<f64> {
+        (self.cycles.load(Relaxed) > 0).then(|| self.last_cycle_micros.load(Relaxed) as f64 / 1e6)
     }
 
     /// now − time of the newest durable cycle, when there is one.
@@ -401,11 +405,8 @@ impl Metrics {
                 "mc_kafka_cycle_seconds",
                 "gauge",
                 "How long the newest successful Kafka capture cycle took (-1 before the first).",
-                if k.cycles.load(Relaxed) > 0 {
-                    format!("{:.6}", k.last_cycle_micros.load(Relaxed) as f64 / 1e6)
-                } else {
-                    "-1".into()
-                },
+                k.last_cycle_seconds()
+                    .map_or("-1".into(), |s| format!("{s:.6}")),
             );
             metric(
                 "mc_kafka_capture_errors_total",

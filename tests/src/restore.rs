@@ -203,7 +203,17 @@ impl Captured {
 
     /// Takes a snapshot of database `db`.
     pub async fn snapshot(&self, db: &str) -> SnapshotManifest {
-        let settings = SnapshotSettings {
+        self.snapshot_with(&self.snapshot_settings(db)).await
+    }
+
+    /// Takes a snapshot with `settings` (start from [`Captured::snapshot_settings`]).
+    pub async fn snapshot_with(&self, settings: &SnapshotSettings) -> SnapshotManifest {
+        take(&self.repo, &self.source, settings).await.unwrap()
+    }
+
+    /// The settings [`Captured::snapshot`] uses for database `db`.
+    pub fn snapshot_settings(&self, db: &str) -> SnapshotSettings {
+        SnapshotSettings {
             source: self.source_id.clone(),
             parallelism: 2,
             max_segment_bytes: 128 * 1024,
@@ -215,8 +225,7 @@ impl Captured {
             reason: "on-demand".into(),
             databases: Some(vec![db.to_owned()]),
             users_and_roles: false,
-        };
-        take(&self.repo, &self.source, &settings).await.unwrap()
+        }
     }
 
     /// Waits until everything written so far is durable.

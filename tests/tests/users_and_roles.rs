@@ -7,8 +7,7 @@
 //! target: mongod verifies credentials even when it does not enforce access control. Snapshots
 //! without users and roles are refused for such a restore, with the alternatives named.
 
-use mc_agent::snapshot::{take, SnapshotSettings};
-use mc_core::format::WriterInfo;
+use mc_agent::snapshot::SnapshotSettings;
 use mc_restore::namespaces::{STAGED_ROLES_NS, STAGED_USERS_NS};
 use mc_tests::mongod::PrivateReplSet;
 use mc_tests::restore::{mc_restore, repo_paths, show, Captured};
@@ -112,25 +111,12 @@ async fn users_and_roles_are_captured_only_when_asked_and_restored_at_the_point(
     let cap = Captured::start(&source_id).await;
     // Without users and roles (the default), then with them.
     let plain = cap.snapshot(&db_name).await;
-    let with = take(
-        &cap.repo,
-        &cap.source,
-        &SnapshotSettings {
-            source: source_id.clone(),
-            parallelism: 2,
-            max_segment_bytes: 128 * 1024,
-            zstd_level: 3,
-            writer: WriterInfo {
-                id: "test".into(),
-                fence: 0,
-            },
-            reason: "on-demand".into(),
-            databases: Some(vec![db_name.clone()]),
+    let with = cap
+        .snapshot_with(&SnapshotSettings {
             users_and_roles: true,
-        },
-    )
-    .await
-    .unwrap();
+            ..cap.snapshot_settings(&db_name)
+        })
+        .await;
     let namespaces = |m: &mc_core::catalog::SnapshotManifest| -> Vec<String> {
         m.collections.iter().map(|c| c.ns.clone()).collect()
     };
