@@ -45,6 +45,51 @@ pub struct Metrics {
     pub kafka: KafkaMetrics,
     /// Scheduled recovery drills.
     pub drills: DrillMetrics,
+    /// Retention as the snapshot schedule runs it.
+    pub retention: RetentionMetrics,
+}
+
+/// What the newest scheduled retention run found and did (this process, while it held the lease).
+#[derive(Debug)]
+pub struct RetentionMetrics {
+    /// Incomplete snapshots (no manifest: a crash mid-snapshot) kept within their grace at the
+    /// newest retention run; -1 while this agent has not run retention since it last took the
+    /// lease, so a standby or deposed holder never reports a stale count.
+    pub incomplete_kept: AtomicI64,
+    /// Incomplete snapshots whose data retention deleted.
+    pub incomplete_deleted: AtomicU64,
+}
+
+impl Default for RetentionMetrics {
+    fn default() -> Self {
+        Self {
+            incomplete_kept: AtomicI64::new(-1),
+            incomplete_deleted: AtomicU64::new(0),
+        }
+    }
+}
+
+impl RetentionMetrics {
+    /// Takes in one retention run: its plan and, unless nothing was to be deleted, what it did.
+    pub fn record(
+        &self,
+        plan: &mc_core::catalog::retention::RetentionPlan,
+        done: Option<&mc_core::catalog::retention::Pruned>,
+    ) {
+        self.incomplete_kept.store(
+            i64::try_from(plan.incomplete_kept.len()).unwrap_or(i64::MAX),
+            Relaxed,
+        );
+        if let Some(done) = done {
+            self.incomplete_deleted
+                .fetch_add(done.incomplete_deleted as u64, Relaxed);
+        }
+    }
+
+    /// This agent stopped running retention (the lease went elsewhere): its count is unknown.
+    pub fn forget_incomplete(&self) {
+        self.incomplete_kept.store(-1, Relaxed);
+    }
 }
 
 /// Scheduled drills' results (all 0 until the first drill of this process finishes).
@@ -366,6 +411,18 @@ impl Metrics {
             "Unix time the newest scheduled drill finished (0: none yet).",
             (d.last_ms.load(Relaxed) as f64 / 1000.0).to_string(),
         );
+        metric(
+            "mc_incomplete_snapshots",
+            "gauge",
+            "Incomplete snapshots (no manifest: interrupted by a crash) kept within their grace at this agent's newest retention run (-1: it has run none since it started or took the lease).",
+            self.retention.incomplete_kept.load(Relaxed).to_string(),
+        );
+        metric(
+            "mc_incomplete_snapshots_deleted_total",
+            "counter",
+            "Incomplete snapshots whose data retention deleted after their grace.",
+            c(&self.retention.incomplete_deleted),
+        );
         let durable = unpack(self.durable_ts.load(Relaxed));
         metric(
             "mc_newest_durable_op_timestamp_seconds",
@@ -474,6 +531,57 @@ mod tests {
         assert_eq!(
             m.status().newest_durable_ts.as_deref(),
             Some("1700000000.0000000003")
+        );
+    }
+
+    #[test]
+    fn incomplete_snapshots_are_unknown_until_a_retention_run_and_after_the_lease_goes() {
+        use mc_core::catalog::retention::{IncompleteSnapshot, Pruned, RetentionPlan};
+        let m = Metrics::default();
+        let line = |m: &Metrics, name: &str| {
+            m.render("rs0")
+                .lines()
+                .find(|l| l.starts_with(&format!("{name}{{")))
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            line(&m, "mc_incomplete_snapshots").as_deref(),
+            Some("mc_incomplete_snapshots{source=\"rs0\"} -1")
+        );
+        let incomplete = |id: &str| IncompleteSnapshot {
+            id: id.into(),
+            objects: vec![format!("sources/rs0/snapshots/{id}/data/a.seg")],
+            bytes: 10,
+            last_written: None,
+        };
+        let plan = RetentionPlan {
+            incomplete: vec![incomplete("a"), incomplete("b")],
+            incomplete_kept: vec![incomplete("c")],
+            ..RetentionPlan::default()
+        };
+        let done = Pruned {
+            incomplete_deleted: 2,
+            ..Pruned::default()
+        };
+        m.retention.record(&plan, Some(&done));
+        m.retention.record(&RetentionPlan::default(), None);
+        assert_eq!(
+            line(&m, "mc_incomplete_snapshots").as_deref(),
+            Some("mc_incomplete_snapshots{source=\"rs0\"} 0")
+        );
+        m.retention.record(&plan, Some(&done));
+        assert_eq!(
+            line(&m, "mc_incomplete_snapshots").as_deref(),
+            Some("mc_incomplete_snapshots{source=\"rs0\"} 1")
+        );
+        assert_eq!(
+            line(&m, "mc_incomplete_snapshots_deleted_total").as_deref(),
+            Some("mc_incomplete_snapshots_deleted_total{source=\"rs0\"} 4")
+        );
+        m.retention.forget_incomplete();
+        assert_eq!(
+            line(&m, "mc_incomplete_snapshots").as_deref(),
+            Some("mc_incomplete_snapshots{source=\"rs0\"} -1")
         );
     }
 }

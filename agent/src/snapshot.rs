@@ -442,10 +442,12 @@ pub async fn run_schedule(
                     .store(t0.elapsed().as_millis() as u64, Relaxed);
                 // Retention runs right after a snapshot: the new one may let older ones go.
                 if let Some(rules) = plan.retention {
-                    if let Err(e) =
-                        crate::retention::prune(&repo, &plan.settings.source, rules, false).await
+                    match crate::retention::prune(&repo, &plan.settings.source, rules, false).await
                     {
-                        tracing::error!(error = %e, "retention failed; nothing a kept restore point needs was deleted; retried after the next snapshot");
+                        Ok((decided, done)) => metrics.retention.record(&decided, done.as_ref()),
+                        Err(e) => {
+                            tracing::error!(error = %e, "retention failed; nothing a kept restore point needs was deleted; retried after the next snapshot");
+                        }
                     }
                 }
             }

@@ -104,6 +104,8 @@ pub async fn run(
         };
         let result = hold(parts, &store, &lease, &mut shutdown).await;
         metrics.lease_held.store(0, Relaxed);
+        // Retention is the holder's: a deposed agent's count would go stale.
+        metrics.retention.forget_incomplete();
         result?;
     }
     Ok(())

@@ -3,7 +3,9 @@
 //! the grace (a snapshot being taken, here by a live process, is never touched), shows them in
 //! `--dry-run`, and with `--incomplete-grace 0s` deletes exactly them; every kept snapshot stays
 //! complete, covered by the oplog and verifiable. A snapshot whose parts are pruned while it runs
-//! fails instead of writing a manifest that names missing parts.
+//! fails instead of writing a manifest that names missing parts. A running `mc-agent run` reports
+//! on `/metrics` what its scheduled retention found: the killed snapshot kept within the grace
+//! (`mc_incomplete_snapshots`), then deleted after it (`mc_incomplete_snapshots_deleted_total`).
 //!
 //! The kill lands mid-snapshot deterministically: a private replica set with test commands holds
 //! the find of one collection at the `waitInFindBeforeMakingBatch` fail point (filtered to that
@@ -20,7 +22,7 @@ use mc_agent::metrics::Metrics;
 use mc_core::catalog::names::parse_oplog_key;
 use mc_core::catalog::{list_snapshots, restorable_windows, Catalog, Repository, Timeline};
 use mc_core::format::StreamKind;
-use mc_tests::agent::{capture_settings, wait_durable};
+use mc_tests::agent::{capture_settings, free_port, http_get, metric_value, wait_durable};
 use mc_tests::mongod::{PrivateReplSet, ReplSetConfig};
 use mc_tests::restore::temp_repository;
 use mc_tests::*;
@@ -31,13 +33,18 @@ const SOURCE: &str = "rs0";
 const URI_VAR: &str = "MC_TEST_INCOMPLETE_URI";
 const BLOCKED: &str = "app.z_blocked";
 
-fn write_policy(dir: &Path) -> std::path::PathBuf {
+/// A daily snapshot schedule: `mc-agent run` then takes only the first snapshot (none exists).
+const DAILY: &str = "0 0 2 * * *";
+
+/// Writes the policy with snapshots on `schedule`; `extra` goes right after `retention:`'s
+/// `pitr_window` (more retention fields, then further sections).
+fn write_policy(dir: &Path, schedule: &str, extra: &str) -> std::path::PathBuf {
     // A day's window keeps every snapshot of this test, so only incomplete data may go.
     let policy = format!(
         "version: 1\nname: incomplete-test\nsource:\n  id: {SOURCE}\n  mongodb:\n    uri: {{ env: {URI_VAR} }}\n\
 repository:\n  url: {repo}\n  keyring: {{ file: {keyring} }}\n  spool_dir: {spool}\n\
 objectives:\n  rpo: 15m\n  rto: 4h\ncapture:\n  max_segment_bytes: 64KiB\n\
-snapshots:\n  schedule: \"0 0 2 * * *\"\nretention:\n  pitr_window: 1d\n",
+snapshots:\n  schedule: \"{schedule}\"\nretention:\n  pitr_window: 1d\n{extra}",
         repo = dir.join("repo").display(),
         keyring = dir.join("keyring").display(),
         spool = dir.join("spool").display(),
@@ -153,15 +160,14 @@ async fn release(set: &PrivateReplSet) {
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn prune_removes_exactly_the_parts_of_a_killed_snapshot_after_the_grace() {
+/// A private replica set with test commands (for the fail point) and two collections to copy.
+async fn seeded_set() -> PrivateReplSet {
     let set = PrivateReplSet::start(ReplSetConfig {
         test_commands: true,
         ..ReplSetConfig::default()
     })
     .await;
-    let uri = set.uri();
-    let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+    let client = mongodb::Client::with_uri_str(&set.uri()).await.unwrap();
     let app = client.database("app");
     for coll in ["a_small", "z_blocked"] {
         app.collection::<Document>(coll)
@@ -169,9 +175,16 @@ async fn prune_removes_exactly_the_parts_of_a_killed_snapshot_after_the_grace() 
             .await
             .unwrap();
     }
+    set
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn prune_removes_exactly_the_parts_of_a_killed_snapshot_after_the_grace() {
+    let set = seeded_set().await;
+    let uri = set.uri();
 
     let (dir, repo) = temp_repository().await;
-    let policy = write_policy(dir.path());
+    let policy = write_policy(dir.path(), DAILY, "");
     // Oplog capture runs throughout, so complete snapshots are restorable.
     let source = OplogSource::connect(&uri).await.unwrap();
     let metrics = Arc::new(Metrics::default());
@@ -319,5 +332,155 @@ async fn prune_removes_exactly_the_parts_of_a_killed_snapshot_after_the_grace() 
         show(&failed)
     );
     assert_eq!(list_snapshots(&repo, SOURCE).await.unwrap(), complete);
+    drop(dir);
+}
+
+/// `mc-agent run` on `policy`, its log in `log`.
+fn start_agent_run(policy: &Path, uri: &str, log: &Path) -> Child {
+    agent(policy, uri, &["run"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("mc-agent run starts")
+}
+
+/// Polls the agent's `/metrics` until `ready` holds for it (a condition, not a sleep); fails
+/// the test if the agent exits or 60 s pass.
+async fn metrics_when(
+    port: u16,
+    agent: &mut Child,
+    log: &Path,
+    what: &str,
+    ready: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some((200, body)) = http_get(port, "/metrics") {
+            if ready(&body) {
+                return body;
+            }
+        }
+        if let Some(status) = agent.try_wait().unwrap() {
+            panic!(
+                "mc-agent run exited {status}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not on /metrics within 60 s; log: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn stop_agent_run(mut agent: Child, log: &Path) {
+    mc_tests::bench::signal(agent.id(), "TERM").unwrap();
+    let status = agent.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_running_agent_reports_incomplete_snapshots_its_retention_keeps_and_deletes() {
+    let set = seeded_set().await;
+    let uri = set.uri();
+    let (dir, repo) = temp_repository().await;
+    let log = dir.path().join("agent.log");
+    let policy = write_policy(dir.path(), DAILY, "");
+
+    // A snapshot killed in the middle, as a crash leaves it.
+    let (mut child, id) = start_held_snapshot(&set, &repo, &policy, &uri).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed_at = Instant::now();
+    release(&set).await;
+    let held = incomplete(&repo).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+
+    // No complete snapshot yet, so the agent takes one at once and runs retention after it:
+    // the killed snapshot is within the policy's default grace (a day), so kept and counted.
+    let port = free_port();
+    let listen = format!("http:\n  listen: 127.0.0.1:{port}\n");
+    let policy = write_policy(dir.path(), DAILY, &listen);
+    let mut agent = start_agent_run(&policy, &uri, &log);
+    let text = metrics_when(port, &mut agent, &log, "a retention run", |m| {
+        metric_value(m, "mc_incomplete_snapshots").is_some_and(|v| v >= 0.0)
+    })
+    .await;
+    assert_eq!(
+        metric_value(&text, "mc_snapshots_total"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric_value(&text, "mc_incomplete_snapshots"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric_value(&text, "mc_incomplete_snapshots_deleted_total"),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE mc_incomplete_snapshots gauge"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE mc_incomplete_snapshots_deleted_total counter"),
+        "{text}"
+    );
+    stop_agent_run(agent, &log);
+    assert_eq!(incomplete(&repo).await, held, "kept within the grace");
+    let complete = list_snapshots(&repo, SOURCE).await.unwrap();
+    assert_eq!(complete.len(), 1);
+
+    // A grace of 1 s and snapshots every 2 s: the first scheduled snapshot's retention deletes
+    // the killed snapshot's data. The grace is a span of time, not an event, so let it pass.
+    let grace = Duration::from_millis(1500);
+    if let Some(rest) = grace.checked_sub(killed_at.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
+    let policy = write_policy(
+        dir.path(),
+        "*/2 * * * * *",
+        &format!("  incomplete_snapshot_grace: 1s\n{listen}"),
+    );
+    let mut agent = start_agent_run(&policy, &uri, &log);
+    let text = metrics_when(port, &mut agent, &log, "the deletion", |m| {
+        metric_value(m, "mc_incomplete_snapshots_deleted_total").is_some_and(|v| v >= 1.0)
+    })
+    .await;
+    assert_eq!(
+        metric_value(&text, "mc_incomplete_snapshots_deleted_total"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric_value(&text, "mc_incomplete_snapshots"),
+        Some(0.0),
+        "{text}"
+    );
+    stop_agent_run(agent, &log);
+
+    // The metrics tell the truth: the killed snapshot's data is gone, the complete ones whole.
+    assert!(incomplete(&repo).await.is_empty());
+    let kept = list_snapshots(&repo, SOURCE).await.unwrap();
+    assert!(kept.len() >= 2, "{kept:?}");
+    assert!(kept.iter().all(|s| s.id != id));
+    let all = keys(&repo).await;
+    for s in &kept {
+        for part in s.collections.iter().flat_map(|c| &c.parts) {
+            assert!(all.contains(part), "{part} of {} is gone", s.id);
+        }
+    }
+    let report = mc_core::catalog::verify(&repo, None).await.unwrap();
+    assert!(report.is_ok(), "{report:?}");
     drop(dir);
 }
