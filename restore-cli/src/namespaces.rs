@@ -102,6 +102,14 @@ impl NamespaceMap {
         Ok(self)
     }
 
+    /// The same scope without users and roles (to compare the namespaces alone).
+    pub fn without_users_and_roles(&self) -> Self {
+        Self {
+            users_and_roles: false,
+            ..self.clone()
+        }
+    }
+
     /// Whether users and roles are restored.
     pub fn users_and_roles(&self) -> bool {
         self.users_and_roles

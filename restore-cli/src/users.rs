@@ -58,13 +58,25 @@ pub async fn clear_staging(target: &Client) -> Result<(), UsersError> {
     Ok(())
 }
 
-/// Merges the staging collections into the target's users and roles, then drops them.
-pub async fn merge(target: &Client) -> Result<UsersAndRolesStats, UsersError> {
-    let admin = target.database("admin");
+/// What [`merge`] will do, read before it runs: the staged users and roles, and those of them
+/// the target already has (which the merge leaves as they are).
+pub async fn pending(target: &Client) -> Result<UsersAndRolesStats, UsersError> {
     let (users, kept_existing_users) =
         staged_and_existing(target, STAGED_USERS_NS, "system.users").await?;
     let (roles, kept_existing_roles) =
         staged_and_existing(target, STAGED_ROLES_NS, "system.roles").await?;
+    Ok(UsersAndRolesStats {
+        users,
+        roles,
+        kept_existing_users,
+        kept_existing_roles,
+    })
+}
+
+/// Merges the staging collections into the target's users and roles, then drops them.
+pub async fn merge(target: &Client) -> Result<UsersAndRolesStats, UsersError> {
+    let admin = target.database("admin");
+    let stats = pending(target).await?;
     admin
         .run_command(doc! {
             "_mergeAuthzCollections": 1,
@@ -79,15 +91,14 @@ pub async fn merge(target: &Client) -> Result<UsersAndRolesStats, UsersError> {
             source,
         })?;
     clear_staging(target).await?;
-    for name in kept_existing_users.iter().chain(&kept_existing_roles) {
+    for name in stats
+        .kept_existing_users
+        .iter()
+        .chain(&stats.kept_existing_roles)
+    {
         tracing::warn!(%name, "the target already had this user or role: left unchanged");
     }
-    Ok(UsersAndRolesStats {
-        users,
-        roles,
-        kept_existing_users,
-        kept_existing_roles,
-    })
+    Ok(stats)
 }
 
 /// The `_id`s (`db.name`) in staging collection `staged`, and those of them that `admin.<real>`

@@ -288,3 +288,448 @@ async fn users_and_roles_are_captured_only_when_asked_and_restored_at_the_point(
     }
     let _ = db.run_command(doc! {"dropRole": &role}).await;
 }
+
+/// `mc-restore drill` with `policy` (MongoDB URI and scratch URI from the environment).
+fn drill(policy: &std::path::Path, scratch_uri: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(workspace_bin("mc-restore"))
+        .arg("drill")
+        .arg("--policy")
+        .arg(policy)
+        .args(args)
+        .env("MC_TEST_MONGODB_URI", mongodb_uri())
+        .env("MC_TEST_SCRATCH_URI", scratch_uri)
+        .output()
+        .expect("mc-restore runs")
+}
+
+/// The verification entry of `ns` in a drill report.
+fn check<'a>(report: &'a serde_json::Value, ns: &str) -> &'a serde_json::Value {
+    report["verification"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["ns"] == ns)
+        .unwrap_or_else(|| panic!("no check of {ns}: {report:#}"))
+}
+
+/// Drills with users and roles: refused (exit 1, naming the policy field) while no snapshot
+/// captured them; then, with the policy's `drills.restore_users_and_roles`, the drill restores
+/// them as at the point onto a scratch mongod it connects to as the scratch's own administrator,
+/// verifies them against the source's `admin.system.users`/`system.roles` read at the restored
+/// cluster time, leaves the scratch's own users (its administrator, a same-named user) as they
+/// were, and removes what it added: at its cleanup, or at the next drill after `--keep`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drills_restore_and_verify_users_and_roles_and_spare_the_scratch_users() {
+    let client = mongo_client().await;
+    let db_name = unique_db("drusr");
+    let db = client.database(&db_name);
+    db.collection::<Document>("things")
+        .insert_many((0..30).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    let name = |what: &str| format!("{what}_{db_name}");
+    let (before, changed, dropped, after, shared, role) = (
+        name("before"),
+        name("changed"),
+        name("dropped"),
+        name("after"),
+        name("shared"),
+        name("role"),
+    );
+    let read = || Bson::Array(vec![Bson::Document(doc! {"role": "read", "db": &db_name})]);
+    db.run_command(doc! {
+        "createRole": &role,
+        "privileges": [{"resource": {"db": &db_name, "collection": "things"}, "actions": ["find"]}],
+        "roles": [],
+    })
+    .await
+    .unwrap();
+    create_user(
+        &client,
+        &db_name,
+        &before,
+        "pw-before",
+        Bson::Array(vec![Bson::Document(doc! {"role": &role, "db": &db_name})]),
+    )
+    .await;
+    create_user(&client, &db_name, &changed, "old-pw", read()).await;
+    create_user(&client, &db_name, &dropped, "pw-dropped", read()).await;
+    create_user(&client, &db_name, &shared, "source-pw", read()).await;
+
+    let source_id = unique_name("drusr");
+    let cap = Captured::start(&source_id).await;
+    let plain = cap.snapshot(&db_name).await;
+    cap.settle().await;
+    let dir = cap.dir.path().to_owned();
+    let flag_policy = mc_tests::agent::write_test_policy(
+        &dir,
+        "drill-users",
+        &source_id,
+        "MC_TEST_MONGODB_URI",
+        "",
+    );
+
+    // The scratch: its own administrator, whom the drill connects as, and a user with the name
+    // of a source user but its own password.
+    let scratch = PrivateReplSet::start(Default::default()).await;
+    let host = scratch.host(0);
+    let scratch_client = scratch.node_client(0).clone();
+    create_user(
+        &scratch_client,
+        "admin",
+        "scratch_admin",
+        "scratch-admin-pw",
+        Bson::Array(vec![Bson::Document(doc! {"role": "root", "db": "admin"})]),
+    )
+    .await;
+    create_user(&scratch_client, &db_name, &shared, "scratch-pw", read()).await;
+    let scratch_uri = format!(
+        "mongodb://scratch_admin:scratch-admin-pw@{host}/?replicaSet={}&authSource=admin",
+        scratch.name()
+    );
+    let ns = format!("{db_name}.*");
+
+    // No snapshot with users and roles yet: refused, naming the policy field to set.
+    let out = drill(
+        &flag_policy,
+        &scratch_uri,
+        &[
+            "--scratch",
+            &scratch_uri,
+            "--ns",
+            &ns,
+            "--restore-users-and-roles",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("snapshots.include_users_and_roles: true")
+            && said.contains(&plain.id)
+            && said.contains("drills.restore_users_and_roles"),
+        "{}",
+        show(&out)
+    );
+    assert!(!said.contains("scratch-admin-pw"), "{}", show(&out));
+
+    // A snapshot with them, then changes the oplog brings to the point.
+    cap.snapshot_with(&SnapshotSettings {
+        users_and_roles: true,
+        ..cap.snapshot_settings(&db_name)
+    })
+    .await;
+    create_user(&client, &db_name, &after, "pw-after", read()).await;
+    db.run_command(doc! {"updateUser": &changed, "pwd": "new-pw"})
+        .await
+        .unwrap();
+    db.run_command(
+        doc! {"grantRolesToUser": &before, "roles": [{"role": "readWrite", "db": &db_name}]},
+    )
+    .await
+    .unwrap();
+    db.run_command(doc! {"dropUser": &dropped}).await.unwrap();
+    let (dir, _repo) = cap.finish().await;
+
+    // The policy asks for it: drills.restore_users_and_roles (with the snapshots' field on).
+    let policy = mc_tests::agent::write_test_policy(
+        dir.path(),
+        "drill-users",
+        &source_id,
+        "MC_TEST_MONGODB_URI",
+        "drills:\n  schedule: \"0 0 3 * * Sun\"\n  scratch_uri: { env: MC_TEST_SCRATCH_URI }\n  restore_users_and_roles: true\n",
+    );
+    let text = std::fs::read_to_string(&policy).unwrap().replace(
+        "schedule: \"0 0 2 * * *\"\n",
+        "schedule: \"0 0 2 * * *\"\n  include_users_and_roles: true\n",
+    );
+    std::fs::write(&policy, text).unwrap();
+    let id = |u: &str| format!("{db_name}.{u}");
+    let ours = |ids: Vec<String>| -> Vec<String> {
+        ids.into_iter()
+            .filter(|u| u.starts_with(&format!("{db_name}.")))
+            .collect()
+    };
+
+    // Kept: the users as at the point stay on the scratch for inspection.
+    let out_dir = dir.path().join("reports");
+    let out = drill(
+        &policy,
+        &scratch_uri,
+        &[
+            "--ns",
+            &ns,
+            "--keep",
+            "--json",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(!show(&out).contains("scratch-admin-pw"));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["verdict"], "pass", "{report:#}");
+    let phases: Vec<&str> = report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "plan",
+            "prepare",
+            "load+index",
+            "replay",
+            "users",
+            "verify",
+            "cleanup"
+        ]
+    );
+    let users = check(&report, "admin.system.users");
+    assert_eq!(users["method"], "source-at-T", "{report:#}");
+    assert_eq!(users["status"], "match", "{report:#}");
+    let details = users["details"].to_string();
+    assert!(
+        details.contains(&id(&shared)),
+        "the kept scratch user is named: {details}"
+    );
+    assert_eq!(check(&report, "admin.system.roles")["status"], "match");
+    assert_eq!(
+        check(&report, &format!("{db_name}.things"))["status"],
+        "match"
+    );
+    let merged = &report["users_and_roles"];
+    assert_eq!(
+        merged["kept_existing_users"],
+        serde_json::json!([id(&shared)])
+    );
+    assert!(
+        merged["roles"].to_string().contains(&id(&role)),
+        "{report:#}"
+    );
+    let report_id = report["id"].as_str().unwrap();
+    let md = std::fs::read_to_string(out_dir.join(format!("{report_id}.md"))).unwrap();
+    assert!(
+        md.contains("| admin.system.users | source-at-T | match |"),
+        "{md}"
+    );
+    assert!(md.contains("Users and roles: "), "{md}");
+    let html = std::fs::read_to_string(out_dir.join(format!("{report_id}.html"))).unwrap();
+    assert!(html.contains("admin.system.users") && html.contains("Users and roles: "));
+    // Hashed credentials are compared, never written into a report.
+    let stored: Document = scratch_client
+        .database("admin")
+        .collection::<Document>("system.users")
+        .find_one(doc! {"_id": id(&before)})
+        .await
+        .unwrap()
+        .expect("restored");
+    let stored_key = stored
+        .get_document("credentials")
+        .and_then(|c| c.get_document("SCRAM-SHA-256"))
+        .and_then(|c| c.get_str("storedKey"))
+        .unwrap()
+        .to_owned();
+    for text in [
+        &md,
+        &html,
+        &String::from_utf8_lossy(&out.stdout).into_owned(),
+    ] {
+        assert!(!text.contains(&stored_key));
+    }
+
+    // On the scratch now: the users as at the point, with their passwords and roles...
+    let mut expected = vec![id(&after), id(&before), id(&changed), id(&shared)];
+    expected.sort();
+    assert_eq!(ours(user_ids(&scratch_client).await), expected);
+    login(&host, &db_name, &changed, "new-pw").await.unwrap();
+    let mut granted = login(&host, &db_name, &before, "pw-before").await.unwrap();
+    granted.sort();
+    let mut want = vec![format!("{role}@{db_name}"), format!("readWrite@{db_name}")];
+    want.sort();
+    assert_eq!(granted, want);
+    // ...and its own users as they were.
+    login(&host, &db_name, &shared, "scratch-pw").await.unwrap();
+    login(&host, "admin", "scratch_admin", "scratch-admin-pw")
+        .await
+        .unwrap();
+
+    // The next drill removes what the kept one added before restoring (so the restored users
+    // are compared, not taken for the scratch's own), and its cleanup removes its own.
+    let out = drill(&policy, &scratch_uri, &["--ns", &ns, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["verdict"], "pass", "{report:#}");
+    assert_eq!(
+        report["users_and_roles"]["kept_existing_users"],
+        serde_json::json!([id(&shared)]),
+        "{report:#}"
+    );
+    assert_eq!(
+        report["users_and_roles"]["kept_existing_roles"],
+        serde_json::json!([])
+    );
+    assert_eq!(ours(user_ids(&scratch_client).await), vec![id(&shared)]);
+    login(&host, &db_name, &shared, "scratch-pw").await.unwrap();
+    login(&host, "admin", "scratch_admin", "scratch-admin-pw")
+        .await
+        .unwrap();
+    let roles_left = scratch_client
+        .database("admin")
+        .collection::<Document>("system.roles")
+        .count_documents(doc! {"_id": id(&role)})
+        .await
+        .unwrap();
+    assert_eq!(roles_left, 0, "the restored role is removed");
+    let admin_colls = scratch_client
+        .database("admin")
+        .list_collection_names()
+        .await
+        .unwrap();
+    for left in ["mc_drill_authz", "mc_restore_users", "mc_restore_roles"] {
+        assert!(!admin_colls.iter().any(|c| c == left), "{admin_colls:?}");
+    }
+
+    // Without the source: the restored users are counted on the scratch; replay changed them
+    // after the snapshot, and the report says that only their presence is checked.
+    let out = drill(
+        &policy,
+        &scratch_uri,
+        &["--ns", &ns, "--no-source", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let users = check(&report, "admin.system.users");
+    assert_eq!(users["method"], "snapshot-record", "{report:#}");
+    assert_eq!(users["status"], "match", "{report:#}");
+    assert!(
+        users["details"]
+            .to_string()
+            .contains("changed by the replayed oplog"),
+        "{report:#}"
+    );
+    assert_eq!(ours(user_ids(&scratch_client).await), vec![id(&shared)]);
+
+    for u in [&before, &changed, &after, &shared] {
+        let _ = db.run_command(doc! {"dropUser": u}).await;
+    }
+    let _ = db.run_command(doc! {"dropRole": &role}).await;
+}
+
+/// `mc-agent run` with `drills.restore_users_and_roles`: its scheduled drill restores the users
+/// of a private source (a user, no custom role: `admin.system.roles` does not even exist) onto
+/// the scratch, verifies them against the source and passes; the stored report says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_drills_restore_users_and_roles_from_the_policy() {
+    use mc_tests::agent::{free_port, http_get, metric_value};
+    let source = PrivateReplSet::start(Default::default()).await;
+    let source_client = source.node_client(0).clone();
+    source_client
+        .database("interviews")
+        .collection::<Document>("sessions")
+        .insert_many((0..50).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    let read = Bson::Array(vec![Bson::Document(
+        doc! {"role": "read", "db": "interviews"},
+    )]);
+    create_user(&source_client, "interviews", "app", "app-pw", read).await;
+    let scratch = PrivateReplSet::start(Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    mc_core::crypto::keys::create_keyring_file(&dir.path().join("keyring")).unwrap();
+    let port = free_port();
+    let extra = format!(
+        "capture:\n  seal_interval: 300ms\n  max_segment_bytes: 64KiB\n\
+drills:\n  schedule: \"*/2 * * * * *\"\n  scratch_uri: {{ env: MC_SCRATCH_URI }}\n  restore_users_and_roles: true\n\
+http:\n  listen: 127.0.0.1:{port}\n"
+    );
+    let policy = mc_tests::agent::write_test_policy(
+        dir.path(),
+        "scheduled-users",
+        "sched",
+        "MC_SOURCE_URI",
+        &extra,
+    );
+    let text = std::fs::read_to_string(&policy).unwrap().replace(
+        "schedule: \"0 0 2 * * *\"\n",
+        "schedule: \"0 0 2 * * *\"\n  include_users_and_roles: true\n",
+    );
+    std::fs::write(&policy, text).unwrap();
+    let log = dir.path().join("agent.log");
+    let mut agent = std::process::Command::new(workspace_bin("mc-agent"))
+        .args(["run", "--policy"])
+        .arg(&policy)
+        .env("MC_SOURCE_URI", source.uri())
+        .env("MC_SCRATCH_URI", scratch.uri())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start mc-agent");
+    // Early drills may find nothing restorable yet; the condition is a passing drill.
+    let started = std::time::Instant::now();
+    loop {
+        let metrics = http_get(port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        if metric_value(&metrics, "mc_drill_last_success") == Some(1.0) {
+            break;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(120)
+            || agent.try_wait().unwrap().is_some()
+        {
+            let _ = agent.kill();
+            panic!(
+                "no passing scheduled drill within 120 s; metrics:\n{metrics}\nagent log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    mc_tests::bench::signal(agent.id(), "TERM").unwrap();
+    assert!(agent.wait().unwrap().success());
+
+    let out = std::process::Command::new(workspace_bin("mc-restore"))
+        .args(["drill", "list", "--json", "--policy"])
+        .arg(&policy)
+        .env("MC_SOURCE_URI", source.uri())
+        .env("MC_SCRATCH_URI", scratch.uri())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let passed = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|r| r["verdict"] == "pass")
+        .unwrap_or_else(|| panic!("a passing report: {reports:#}"));
+    assert!(
+        passed["phases"].to_string().contains("\"users\""),
+        "{passed:#}"
+    );
+    let users = check(passed, "admin.system.users");
+    assert_eq!(
+        (&users["method"], &users["status"]),
+        (
+            &serde_json::json!("source-at-T"),
+            &serde_json::json!("match")
+        ),
+        "{passed:#}"
+    );
+    assert!(
+        users["details"].to_string().contains("1 of 1 users equal"),
+        "{passed:#}"
+    );
+    assert_eq!(check(passed, "admin.system.roles")["status"], "match");
+    assert_eq!(
+        passed["users_and_roles"]["users"],
+        serde_json::json!(["interviews.app"])
+    );
+    // Cleaned up: the scratch has no users left.
+    assert!(user_ids(scratch.node_client(0)).await.is_empty());
+}

@@ -112,7 +112,11 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
                 point: mc_restore::point::RestorePoint::Latest,
                 scratch_uri: scratch.expose().to_owned(),
                 source_uri: Some(policy.mongodb_uri()?.expose().to_owned()),
-                map: mc_restore::namespaces::NamespaceMap::default(),
+                map: if d.restore_users_and_roles {
+                    mc_restore::namespaces::NamespaceMap::default().with_users_and_roles()?
+                } else {
+                    mc_restore::namespaces::NamespaceMap::default()
+                },
                 keep: d.keep,
                 scratch_is_source_cluster: false,
                 rto_seconds: policy.objectives.rto.as_secs_f64(),

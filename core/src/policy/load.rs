@@ -394,6 +394,19 @@ fn check_rules(policy: &Policy) -> Vec<PolicyError> {
         }
     }
 
+    if policy
+        .drills
+        .as_ref()
+        .is_some_and(|d| d.restore_users_and_roles)
+        && !policy.snapshots.include_users_and_roles
+    {
+        fail(
+            "drills.restore_users_and_roles",
+            "drills restore users and roles, but snapshots do not capture them".into(),
+            "set `include_users_and_roles: true` under `snapshots` (snapshots then copy admin.system.users and admin.system.roles with their hashed credentials), or drop restore_users_and_roles".into(),
+        );
+    }
+
     let retention = &policy.retention;
     if retention.keep_daily == 0
         && retention.keep_weekly == 0

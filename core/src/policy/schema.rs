@@ -303,6 +303,11 @@ pub struct DrillSettings {
     /// Keep the restored data after the drill (for inspection). Default `false`.
     #[serde(default)]
     pub keep: bool,
+    /// Also restore users and roles as at the drill's point onto the scratch target and verify
+    /// them (`mc-restore drill --restore-users-and-roles`); needs snapshots that captured them
+    /// (`snapshots.include_users_and_roles`). Default `false`.
+    #[serde(default)]
+    pub restore_users_and_roles: bool,
 }
 
 /// Where the repository URL comes from.

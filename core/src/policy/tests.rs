@@ -82,6 +82,19 @@ fn users_and_roles_are_opt_in_and_incomplete_snapshots_get_a_day() {
 }
 
 #[test]
+fn drills_restore_users_and_roles_only_when_asked_and_captured() {
+    let drills = "drills:\n  schedule: \"0 0 3 * * Sun\"\n  scratch_uri: { env: S }\n";
+    let policy = parse(&format!("{BASE}{drills}")).unwrap();
+    assert!(!policy.drills.unwrap().restore_users_and_roles);
+    let text = format!("{BASE}{drills}  restore_users_and_roles: true\n").replace(
+        "schedule: \"0 0 2 * * *\"\n",
+        "schedule: \"0 0 2 * * *\"\n  include_users_and_roles: true\n",
+    );
+    let policy = parse(&text).unwrap();
+    assert!(policy.drills.unwrap().restore_users_and_roles);
+}
+
+#[test]
 fn the_dev_example_parses_and_validates() {
     let policy = parse(DEV).unwrap();
     assert_eq!(policy.name, "mindcompute-dev");
@@ -563,6 +576,28 @@ fn bad_policies_say_where_and_how_to_fix() {
             field: Some("drills.keep"),
             message: "",
             hint: "true or false",
+        },
+        BadCase {
+            what: "drills restore users and roles with yes",
+            edit: (
+                "",
+                "drills:\n  schedule: \"0 0 3 * * Sun\"\n  scratch_uri: { env: S }\n  restore_users_and_roles: yes\n",
+            ),
+            line: 20,
+            field: Some("drills.restore_users_and_roles"),
+            message: "",
+            hint: "true or false",
+        },
+        BadCase {
+            what: "drills restore users and roles no snapshot captures",
+            edit: (
+                "",
+                "drills:\n  schedule: \"0 0 3 * * Sun\"\n  scratch_uri: { env: S }\n  restore_users_and_roles: true\n",
+            ),
+            line: 20,
+            field: Some("drills.restore_users_and_roles"),
+            message: "drills restore users and roles, but snapshots do not capture them",
+            hint: "include_users_and_roles: true",
         },
         BadCase {
             what: "unknown drill field",

@@ -71,6 +71,12 @@ pub struct DrillArgs {
     #[arg(long)]
     pub no_kafka: bool,
 
+    /// Also restore users and roles as at the point onto the scratch target and verify them
+    /// (on by default with the policy's drills.restore_users_and_roles). The scratch's own users
+    /// are never removed or changed. Needs a snapshot taken with snapshots.include_users_and_roles.
+    #[arg(long)]
+    pub restore_users_and_roles: bool,
+
     /// Print the JSON report on stdout instead of the summary.
     #[arg(long, global = true)]
     pub json: bool,
@@ -156,7 +162,21 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
             None => Some(policy.mongodb_uri()?.expose().to_owned()),
         }
     };
-    let map = args.namespaces.map()?;
+    let mut map = args.namespaces.map()?;
+    let policy_asks = policy
+        .drills
+        .as_ref()
+        .is_some_and(|d| d.restore_users_and_roles);
+    if args.restore_users_and_roles || policy_asks {
+        map = map.with_users_and_roles().map_err(|e| {
+            let from = if args.restore_users_and_roles {
+                "--restore-users-and-roles"
+            } else {
+                "the policy's drills.restore_users_and_roles"
+            };
+            anyhow::anyhow!("{from}: {e}")
+        })?;
+    }
     let expect_sha256 = args
         .expect_sha256
         .iter()

@@ -2,10 +2,14 @@
 //! the source at the restored cluster time, judged against the policy's RTO and RPO, and
 //! recorded as a `DrillReport` (JSON, Markdown, HTML) in the repository under `drills/`.
 //!
+//! With users and roles asked for (`drills.restore_users_and_roles`, `--restore-users-and-roles`)
+//! the drill also restores and verifies them ([`users`]).
+//!
 //! A drill never fails silently: every problem becomes the report's verdict and reasons, and the
 //! exit code says which kind (see [`report::Verdict::exit_code`]).
 
 pub mod report;
+pub mod users;
 
 use std::time::Instant;
 
@@ -17,7 +21,8 @@ use serde_json::json;
 
 use crate::load::{load, LoadProgress};
 use crate::namespaces::NamespaceMap;
-use crate::plan::RestorePlan;
+use crate::namespaces::{ROLES_NS, USERS_NS};
+use crate::plan::{PlanError, RestorePlan};
 use crate::point::{format_ts, RestorePoint};
 use crate::replay::replay;
 use crate::restore::RestoreOptions;
@@ -93,6 +98,7 @@ pub async fn run(repo: &Repository, o: &DrillOptions) -> DrillReport {
         command: o.command.clone(),
         repository_key: None,
         kafka: None,
+        users_and_roles: None,
     };
     if let Err(e) = drill(repo, o, &mut report).await {
         report.verdict = Verdict::Error;
@@ -204,7 +210,13 @@ async fn drill(
 
     let plan = RestorePlan::build(repo, &o.source_id, o.point, None, &o.map)
         .await
-        .map_err(|e| format!("planning: {e}"))?;
+        .map_err(|e| match e {
+            PlanError::UsersAndRolesNotCaptured { snapshot, .. } => format!(
+                "the drill restores users and roles (policy field drills.restore_users_and_roles, or --restore-users-and-roles), but no snapshot usable for {} captured them (the one chosen: {snapshot}): set the policy field snapshots.include_users_and_roles: true and take a snapshot (mc-agent snapshot --policy FILE), or set drills.restore_users_and_roles: false",
+                o.point
+            ),
+            e => format!("planning: {e}"),
+        })?;
     report.snapshot = Some(plan.snapshot.id.clone());
     report.volumes.fetched_bytes = plan.fetch_bytes;
     clock.phase("plan", report);
@@ -237,6 +249,14 @@ async fn drill(
     target::prepare(&scratch, &o.map, true)
         .await
         .map_err(|e| format!("preparing the scratch target: {e}"))?;
+    if o.map.users_and_roles() {
+        let removed = users::remove_added(&scratch)
+            .await
+            .map_err(|e| format!("preparing the scratch target: {e}"))?;
+        if !removed.is_empty() {
+            tracing::info!(removed = %removed.join(", "), "users and roles an earlier drill left on the scratch target removed");
+        }
+    }
     clock.phase("prepare", report);
 
     let loaded = load(
@@ -262,6 +282,15 @@ async fn drill(
     let restored_to = replayed.last_applied.unwrap_or(plan.replay_after);
     report.restored_to = Some(format_ts(restored_to));
     clock.phase("replay", report);
+
+    let users_and_roles = if o.map.users_and_roles() {
+        let merged = users::restore(&scratch).await?;
+        report.users_and_roles = serde_json::to_value(&merged).ok();
+        clock.phase("users", report);
+        Some(merged)
+    } else {
+        None
+    };
 
     if let Some(kafka) = &o.kafka {
         let mut options = kafka.clone();
@@ -309,9 +338,17 @@ async fn drill(
                 time: restored_to.t,
                 increment: restored_to.i,
             };
-            let data = verify_data::verify(source, &scratch, exact, at, &o.map)
-                .await
-                .map_err(|e| format!("verification: {e}"))?;
+            // Users and roles are compared below, as users and roles: their staging
+            // collections are gone after the merge.
+            let data = verify_data::verify(
+                source,
+                &scratch,
+                exact,
+                at,
+                &o.map.without_users_and_roles(),
+            )
+            .await
+            .map_err(|e| format!("verification: {e}"))?;
             for n in &data.namespaces {
                 let mut details = n.mismatches.clone();
                 details.extend(n.not_verifiable.iter().cloned());
@@ -347,14 +384,26 @@ async fn drill(
                     details,
                 });
             }
+            if let Some(merged) = &users_and_roles {
+                let checks = users::verify_against_source(source, &scratch, at, merged).await?;
+                report.verification.extend(checks);
+            }
         }
         None => {
             // The snapshot's record: a collection replay left untouched must hold exactly the
             // snapshot's count and indexes; one replay changed cannot be judged without the
             // source, and the report says so.
             for c in &plan.collections {
+                if c.entry.ns == USERS_NS || c.entry.ns == ROLES_NS {
+                    continue;
+                }
                 let check = snapshot_record_check(&scratch, c, &replayed.decoded).await?;
                 report.verification.push(check);
+            }
+            if let Some(merged) = &users_and_roles {
+                let checks =
+                    users::verify_restored(&scratch, merged, &plan, &replayed.decoded).await?;
+                report.verification.extend(checks);
             }
         }
     }
@@ -364,6 +413,11 @@ async fn drill(
         target::prepare(&scratch, &o.map, true)
             .await
             .map_err(|e| format!("cleaning up the scratch target: {e}"))?;
+        if o.map.users_and_roles() {
+            users::remove_added(&scratch)
+                .await
+                .map_err(|e| format!("cleaning up the scratch target: {e}"))?;
+        }
     }
     clock.phase("cleanup", report);
 

@@ -97,6 +97,11 @@ pub struct DrillReport {
     /// the offsets segment read, warnings. Absent without Kafka in the policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka: Option<serde_json::Value>,
+    /// Users and roles restored onto the scratch target (`users`, `roles`: `db.name`), and those
+    /// the scratch already had and kept (`kept_existing_users`, `kept_existing_roles`). Absent
+    /// unless the drill restores them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users_and_roles: Option<serde_json::Value>,
 }
 
 /// A measured value against its target, in seconds.
@@ -122,6 +127,19 @@ pub struct Volumes {
 }
 
 impl DrillReport {
+    /// One sentence on the users and roles restored, if the drill restored them.
+    fn users_line(&self) -> Option<String> {
+        let u = self.users_and_roles.as_ref()?;
+        let n = |k: &str| u[k].as_array().map_or(0, Vec::len);
+        Some(format!(
+            "Users and roles: {} users and {} roles restored as at the point; kept as the scratch target had them: users {}, roles {}.",
+            n("users"),
+            n("roles"),
+            n("kept_existing_users"),
+            n("kept_existing_roles")
+        ))
+    }
+
     /// The report as Markdown.
     pub fn to_markdown(&self) -> String {
         let mut md = format!(
@@ -161,8 +179,9 @@ impl DrillReport {
         }
         let v = &self.volumes;
         md += &format!(
-            "\n## Volumes\n\n{} collections, {} documents ({} bytes of BSON), {} oplog entries replayed, {} bytes fetched; newest full snapshot {} bytes.\n\n## Verification\n\n| namespace | method | status | details |\n|---|---|---|---|\n",
-            v.collections, v.documents, v.document_bytes, v.oplog_entries_replayed, v.fetched_bytes, v.full_snapshot_bytes
+            "\n## Volumes\n\n{} collections, {} documents ({} bytes of BSON), {} oplog entries replayed, {} bytes fetched; newest full snapshot {} bytes.{}\n\n## Verification\n\n| namespace | method | status | details |\n|---|---|---|---|\n",
+            v.collections, v.documents, v.document_bytes, v.oplog_entries_replayed, v.fetched_bytes, v.full_snapshot_bytes,
+            self.users_line().map(|l| format!(" {l}")).unwrap_or_default()
         );
         for c in &self.verification {
             md += &format!(
@@ -229,8 +248,9 @@ table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #d0d7de;pa
         );
         let v = &self.volumes;
         html += &format!(
-            "<h2>Volumes</h2><p>{} collections, {} documents ({} bytes of BSON), {} oplog entries replayed, {} bytes fetched; newest full snapshot {} bytes.</p>\n",
-            v.collections, v.documents, v.document_bytes, v.oplog_entries_replayed, v.fetched_bytes, v.full_snapshot_bytes
+            "<h2>Volumes</h2><p>{} collections, {} documents ({} bytes of BSON), {} oplog entries replayed, {} bytes fetched; newest full snapshot {} bytes.{}</p>\n",
+            v.collections, v.documents, v.document_bytes, v.oplog_entries_replayed, v.fetched_bytes, v.full_snapshot_bytes,
+            self.users_line().map(|l| format!(" {}", esc(&l))).unwrap_or_default()
         );
         html += "<h2>Verification</h2><table><tr><th>namespace</th><th>method</th><th>status</th><th>details</th></tr>";
         for c in &self.verification {
