@@ -445,3 +445,212 @@ async fn tls_and_sasl_settings_are_applied_and_a_mismatch_never_blocks_mongodb()
         "the password is in the log:\n{logged}"
     );
 }
+
+/// `mc-restore` with `args` and `envs`, nothing else from the harness (no keyring variable, so
+/// `--policy` runs do not conflict with it).
+fn mc_restore_with(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(workspace_bin("mc-restore"))
+        .args(args)
+        .envs(envs.iter().copied())
+        .env_remove("MC_REPO")
+        .env_remove("MC_KEYRING_FILE")
+        .output()
+        .expect("mc-restore runs")
+}
+
+/// TLS and SASL from `mc-restore`'s flags (no policy needed): SCRAM over TLS against the test
+/// broker (which speaks neither) fails with exit 1 naming the settings, never showing the
+/// password; the flags override the policy's `kafka.security` (a policy asking for SASL, the
+/// flags for plaintext: the plaintext broker answers); bad combinations and a missing password
+/// variable are refused before anything is contacted, naming the flags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn security_flags_are_applied_checked_and_override_the_policy() {
+    let topic = unique_name("ks-topic");
+    let group = unique_name("ks-group");
+    create_topic(&topic).await;
+    let (stop_producer, rx) = watch::channel(false);
+    let producer = spawn_producer(topic.clone(), rx);
+    let (dir, capture) = start_capture(&kafka_bootstrap(), vec!["ks-group-*".into()]).await;
+    let (consumer, consumer_task) =
+        spawn_consumer(topic.clone(), group.clone(), unique_name("ks-client"));
+    wait_for("the consumer to commit", Duration::from_secs(60), || {
+        let (topic, group) = (topic.clone(), group.clone());
+        async move { !committed_now(&topic, &group).await.is_empty() }
+    })
+    .await;
+    drop(consumer);
+    consumer_task.await.unwrap();
+    capture.cycle_after(now_ms()).await;
+    let _ = stop_producer.send(true);
+    producer.await.unwrap();
+    capture.stop().await;
+    let (repo, keyring) = repo_args(dir.path());
+    let keyring = keyring.display().to_string();
+    let secret = "hunter2-dr-kafka-secret";
+    let pw_var = "MC_TEST_DR_KAFKA_PASSWORD";
+    let bootstrap = kafka_bootstrap();
+    let base = [
+        "kafka-offsets",
+        "--at",
+        "latest",
+        "--groups",
+        group.as_str(),
+        "--repo",
+        repo.as_str(),
+        "--keyring",
+        keyring.as_str(),
+        "--source",
+        SOURCE,
+        "--bootstrap",
+        bootstrap.as_str(),
+        "--timeout",
+        "3s",
+        "--dry-run",
+    ];
+    let sasl_ssl = [
+        "--kafka-security-protocol",
+        "sasl_ssl",
+        "--kafka-sasl-mechanism",
+        "scram-sha-512",
+        "--kafka-sasl-username",
+        "dr-user",
+        "--kafka-sasl-password-env",
+        pw_var,
+    ];
+
+    // SCRAM over TLS to a plaintext broker: a clear failure naming the settings.
+    let out = mc_restore_with(&[&base[..], &sasl_ssl[..]].concat(), &[(pw_var, secret)]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let said = show(&out);
+    assert!(
+        said.contains("security: sasl_ssl, SCRAM-SHA-512 as dr-user"),
+        "{said}"
+    );
+    assert!(!said.contains(secret), "the password is shown:\n{said}");
+
+    // The password variable unset: refused before connecting, naming the flag and variable.
+    let out = mc_restore_with(&[&base[..], &sasl_ssl[..]].concat(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "--kafka-sasl-password-env {pw_var}: the environment variable is not set"
+        )),
+        "{}",
+        show(&out)
+    );
+
+    // Bad combinations, named by flag.
+    for (flags, expected) in [
+        (
+            &["--kafka-sasl-mechanism", "plain"][..],
+            "--kafka-sasl-mechanism given without --kafka-sasl-username",
+        ),
+        (
+            &["--kafka-security-protocol", "sasl_plaintext"][..],
+            "--kafka-security-protocol sasl_plaintext needs SASL credentials",
+        ),
+        (
+            &[
+                "--kafka-security-protocol",
+                "plaintext",
+                "--kafka-ca-file",
+                "/etc/hosts",
+            ][..],
+            "--kafka-ca-file given but --kafka-security-protocol plaintext does not use TLS",
+        ),
+    ] {
+        let out = mc_restore_with(&[&base[..], flags].concat(), &[]);
+        assert_eq!(out.status.code(), Some(1), "{flags:?}: {}", show(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(expected),
+            "{flags:?}: {}",
+            show(&out)
+        );
+    }
+    // The password itself is no flag.
+    let out = mc_restore_with(
+        &[&base[..], &["--kafka-sasl-password", secret]].concat(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(!show(&out).contains(secret), "{}", show(&out));
+
+    // The policy asks for SCRAM over TLS; the flags' plaintext wins, and the broker answers.
+    let password = dir.path().join("kafka-password");
+    std::fs::write(&password, secret).unwrap();
+    let extra = format!(
+        "kafka:\n  bootstrap_servers: [\"{bootstrap}\"]\n  security:\n    protocol: sasl_ssl\n    sasl:\n      mechanism: SCRAM-SHA-512\n      username: mc-test\n      password: {{ file: {} }}\n",
+        password.display()
+    );
+    let policy = write_test_policy(dir.path(), "kafka-flags", SOURCE, "MC_SOURCE_URI", &extra);
+    let policy = policy.display().to_string();
+    let with_policy = [
+        "kafka-offsets",
+        "--at",
+        "latest",
+        "--groups",
+        group.as_str(),
+        "--policy",
+        policy.as_str(),
+        "--timeout",
+        "3s",
+        "--dry-run",
+    ];
+    let uri = mongodb_uri();
+    let env = [("MC_SOURCE_URI", uri.as_str())];
+    let out = mc_restore_with(&with_policy, &env);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the policy's SASL is used: {}",
+        show(&out)
+    );
+    assert!(
+        show(&out).contains("security: sasl_ssl, SCRAM-SHA-512 as mc-test"),
+        "{}",
+        show(&out)
+    );
+    let out = mc_restore_with(
+        &[
+            &with_policy[..],
+            &["--kafka-security-protocol", "plaintext"],
+        ]
+        .concat(),
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("dry run: nothing committed"),
+        "{}",
+        show(&out)
+    );
+
+    // `mc-restore --at … --kafka-groups` takes the same flags, checked the same way.
+    let out = mc_restore_with(
+        &[
+            "--at",
+            "latest",
+            "--dry-run",
+            "--repo",
+            &repo,
+            "--keyring",
+            &keyring,
+            "--source",
+            SOURCE,
+            "--kafka-groups",
+            &group,
+            "--kafka-bootstrap",
+            &bootstrap,
+            "--kafka-sasl-username",
+            "dr-user",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("--kafka-sasl-username given without --kafka-sasl-mechanism"),
+        "{}",
+        show(&out)
+    );
+}

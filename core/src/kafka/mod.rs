@@ -15,7 +15,10 @@ mod batch;
 mod security;
 
 pub use batch::{GroupOffsets, Watermarks};
-pub use security::{KafkaSecurity, SaslCredentials, SaslMechanism, SecurityProtocol};
+pub use security::{
+    KafkaSecurity, PemFile, SaslCredentials, SaslMechanism, SecurityError, SecurityProtocol,
+    SecurityRule, SecurityShape,
+};
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -424,42 +424,56 @@ fn check_rules(policy: &Policy) -> Vec<PolicyError> {
     errors
 }
 
-/// The rules of `kafka.security` a schema cannot say: SASL settings exactly with the `sasl_*`
-/// protocols, TLS files only with the `ssl` ones, a client certificate with its key.
+/// The rules of `kafka.security` a schema cannot say (`mc_core::kafka::SecurityShape`, shared
+/// with `mc-restore`'s flags): SASL settings exactly with the `sasl_*` protocols, TLS files only
+/// with the `ssl` ones, a client certificate with its key.
 fn check_kafka_security(
     security: &super::schema::KafkaSecuritySettings,
     fail: &mut impl FnMut(&str, String, String),
 ) {
-    let protocol = security.protocol;
+    let tls = security.tls.as_ref();
+    let shape = crate::kafka::SecurityShape {
+        protocol: security.protocol,
+        sasl: security.sasl.is_some(),
+        // An empty `tls:` too: it says TLS was meant.
+        tls: tls.is_some(),
+        cert: tls.is_some_and(|t| t.cert_file.is_some()),
+        key: tls.is_some_and(|t| t.key_file.is_some()),
+    };
+    for rule in shape.broken_rules() {
+        let (field, message, hint) = kafka_rule_in_policy_terms(rule, security.protocol);
+        fail(field, message, hint);
+    }
+}
+
+/// A broken `kafka.security` rule as the policy says it: (field, message, hint).
+pub(super) fn kafka_rule_in_policy_terms(
+    rule: crate::kafka::SecurityRule,
+    protocol: crate::kafka::SecurityProtocol,
+) -> (&'static str, String, String) {
+    use crate::kafka::SecurityRule;
     let name = protocol.as_librdkafka();
-    match (&security.sasl, protocol.uses_sasl()) {
-        (None, true) => fail(
+    match rule {
+        SecurityRule::SaslMissing => (
             "kafka.security.protocol",
             format!("protocol {name} needs a `sasl:` section"),
             "add `sasl: { mechanism: SCRAM-SHA-512, username: NAME, password: { env: VARIABLE } }`, or use protocol ssl/plaintext".into(),
         ),
-        (Some(_), false) => fail(
+        SecurityRule::SaslUnused => (
             "kafka.security.sasl",
             format!("`sasl:` is set but protocol {name} does not use SASL"),
             "use protocol sasl_ssl (or sasl_plaintext on a trusted network), or remove `sasl:`".into(),
         ),
-        _ => {}
-    }
-    if let Some(tls) = &security.tls {
-        if !protocol.uses_tls() {
-            fail(
-                "kafka.security.tls",
-                format!("`tls:` is set but protocol {name} does not use TLS"),
-                "use protocol ssl or sasl_ssl, or remove `tls:`".into(),
-            );
-        }
-        if tls.cert_file.is_some() != tls.key_file.is_some() {
-            fail(
-                "kafka.security.tls",
-                "cert_file and key_file go together".into(),
-                "set both (the client certificate and its private key), or neither".into(),
-            );
-        }
+        SecurityRule::TlsUnused => (
+            "kafka.security.tls",
+            format!("`tls:` is set but protocol {name} does not use TLS"),
+            "use protocol ssl or sasl_ssl, or remove `tls:`".into(),
+        ),
+        SecurityRule::CertKeyUnpaired => (
+            "kafka.security.tls",
+            "cert_file and key_file go together".into(),
+            "set both (the client certificate and its private key), or neither".into(),
+        ),
     }
 }
 

@@ -177,35 +177,48 @@ impl Policy {
             return Ok(crate::kafka::KafkaSecurity::default());
         };
         let sasl = match &settings.sasl {
-            Some(sasl) => Some(std::sync::Arc::new(crate::kafka::SaslCredentials {
+            Some(sasl) => Some(crate::kafka::SaslCredentials {
                 mechanism: sasl.mechanism,
                 username: Secret::new(sasl.username.clone()),
                 password: self.resolve_secret("kafka.security.sasl.password", &sasl.password)?,
-            })),
+            }),
             None => None,
         };
         let tls = settings.tls.clone().unwrap_or_default();
-        for (field, path) in [
-            ("kafka.security.tls.ca_file", &tls.ca_file),
-            ("kafka.security.tls.cert_file", &tls.cert_file),
-            ("kafka.security.tls.key_file", &tls.key_file),
-        ] {
-            if let Some(path) = path {
-                if let Err(e) = std::fs::metadata(path) {
-                    return Err(PolicyError::Invalid {
-                        place: self.place_of(field),
-                        message: format!("cannot read {}: {e}", path.display()),
-                        hint: "mount the PEM file at that path (a Kubernetes Secret volume), or fix the path".into(),
-                    });
+        crate::kafka::KafkaSecurity::new(
+            settings.protocol,
+            sasl,
+            tls.ca_file,
+            tls.cert_file,
+            tls.key_file,
+        )
+        .map_err(|e| match e {
+            crate::kafka::SecurityError::Unreadable { file, path, source } => {
+                let field = match file {
+                    crate::kafka::PemFile::Ca => "kafka.security.tls.ca_file",
+                    crate::kafka::PemFile::Cert => "kafka.security.tls.cert_file",
+                    crate::kafka::PemFile::Key => "kafka.security.tls.key_file",
+                };
+                PolicyError::Invalid {
+                    place: self.place_of(field),
+                    message: format!("cannot read {}: {source}", path.display()),
+                    hint: "mount the PEM file at that path (a Kubernetes Secret volume), or fix the path".into(),
                 }
             }
-        }
-        Ok(crate::kafka::KafkaSecurity {
-            protocol: settings.protocol,
-            sasl,
-            ca_file: tls.ca_file,
-            cert_file: tls.cert_file,
-            key_file: tls.key_file,
+            // Loading checked the rules already; kept for a policy built another way.
+            crate::kafka::SecurityError::Rules(rules) => {
+                let rule = rules
+                    .first()
+                    .copied()
+                    .unwrap_or(crate::kafka::SecurityRule::SaslMissing);
+                let (field, message, hint) =
+                    load::kafka_rule_in_policy_terms(rule, settings.protocol);
+                PolicyError::Invalid {
+                    place: self.place_of(field),
+                    message,
+                    hint,
+                }
+            }
         })
     }
 

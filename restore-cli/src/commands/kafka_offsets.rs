@@ -16,6 +16,8 @@ use mc_restore::kafka::{
 };
 use mc_restore::point::RestorePoint;
 
+use super::kafka_security::KafkaSecurityArgs;
+
 #[derive(Debug, Args)]
 pub struct KafkaOffsetsArgs {
     /// Point in time: RFC 3339 time, `latest`, or ts:SECONDS:INCREMENT (a MongoDB cluster time).
@@ -34,6 +36,9 @@ pub struct KafkaOffsetsArgs {
     /// kafka.bootstrap_servers.
     #[arg(long, value_name = "HOST:PORT")]
     pub bootstrap: Option<String>,
+
+    #[command(flatten)]
+    pub kafka_security: KafkaSecurityArgs,
 
     /// Map a recorded topic to another name on the target cluster (SOURCE=TARGET); repeatable.
     #[arg(long = "topic-map", value_name = "SOURCE=TARGET")]
@@ -62,17 +67,26 @@ pub fn parse_wait(s: &str) -> Result<Duration, String> {
 }
 
 /// The cluster to reset: `explicit` (given with `flag`), else the policy's
-/// `kafka.bootstrap_servers`; with the policy's `kafka.security` (TLS, SASL) when a policy is
-/// given, plaintext otherwise.
+/// `kafka.bootstrap_servers`; with the security the `--kafka-*` flags describe, else the
+/// policy's `kafka.security` (TLS, SASL) when a policy is given, else plaintext.
 pub fn resolve_cluster(
     explicit: Option<&str>,
     source: &SourceOpts,
     flag: &str,
+    flags: &KafkaSecurityArgs,
 ) -> anyhow::Result<(String, KafkaSecurity)> {
     let policy = source.policy.as_deref().map(Policy::load).transpose()?;
-    let security = match &policy {
-        Some(p) => p.kafka_security()?,
-        None => KafkaSecurity::default(),
+    let security = match (flags.security()?, &policy) {
+        (Some(from_flags), Some(p)) if p.kafka.as_ref().is_some_and(|k| k.security.is_some()) => {
+            tracing::info!(
+                security = %from_flags.describe(),
+                "Kafka security from the command line; the policy's kafka.security is not used"
+            );
+            from_flags
+        }
+        (Some(from_flags), _) => from_flags,
+        (None, Some(p)) => p.kafka_security()?,
+        (None, None) => KafkaSecurity::default(),
     };
     let bootstrap = match (explicit, &policy) {
         (Some(b), _) => b.to_owned(),
@@ -138,13 +152,15 @@ pub fn print_plan(source: &str, plan: &KafkaResetPlan) {
 }
 
 /// The `mc-restore kafka-offsets` command that resets `groups` at `at` with `options` against
-/// the repository `source` names (source id `source_id`), shell-quoted: what to run to retry.
+/// the repository `source` names (source id `source_id`), with the security flags given
+/// (`security`; the password by reference only), shell-quoted: what to run to retry.
 pub fn command_line(
     at: &str,
     groups: &[String],
     options: &KafkaResetOptions,
     source: &SourceOpts,
     source_id: &str,
+    security: &KafkaSecurityArgs,
 ) -> String {
     let mut args: Vec<String> = vec![
         "mc-restore".into(),
@@ -169,6 +185,9 @@ pub fn command_line(
     }
     args.extend(["--source".into(), source_id.into()]);
     args.extend(["--bootstrap".into(), options.bootstrap.clone()]);
+    for (flag, value) in security.given() {
+        args.extend([flag.to_owned(), value]);
+    }
     for (a, b) in &options.topic_map.0 {
         args.extend(["--topic-map".into(), format!("{a}={b}")]);
     }
@@ -203,7 +222,12 @@ fn shell_quote(a: &str) -> String {
 }
 
 pub async fn run(args: KafkaOffsetsArgs) -> anyhow::Result<i32> {
-    let cluster = resolve_cluster(args.bootstrap.as_deref(), &args.source, "--bootstrap")?;
+    let cluster = resolve_cluster(
+        args.bootstrap.as_deref(),
+        &args.source,
+        "--bootstrap",
+        &args.kafka_security,
+    )?;
     let (repo, source) = args.source.open().await?;
     let options = reset_options(
         cluster,
@@ -250,17 +274,27 @@ mod tests {
         let mut options = KafkaResetOptions::new("k0:9092,k1:9092", vec![], false);
         options.topic_map = TopicMap::parse(&["orders=dr.orders"]).unwrap();
         options.wait_inactive = Some(Duration::from_secs(300));
+        let security = KafkaSecurityArgs {
+            kafka_security_protocol: Some(mc_core::kafka::SecurityProtocol::SaslSsl),
+            kafka_sasl_mechanism: Some(mc_core::kafka::SaslMechanism::ScramSha512),
+            kafka_sasl_username: Some("dr".into()),
+            kafka_sasl_password_env: Some("DR_KAFKA_PW".into()),
+            ..KafkaSecurityArgs::default()
+        };
         let line = command_line(
             "ts:1764065700:3",
             &["orders-*".into(), "billing".into()],
             &options,
             &source,
             "rs0",
+            &security,
         );
         assert_eq!(
             line,
             "mc-restore kafka-offsets --at ts:1764065700:3 --groups 'orders-*,billing' \
              --repo /backups/repo --keyring /etc/mc/keyring --source rs0 --bootstrap k0:9092,k1:9092 \
+             --kafka-security-protocol sasl_ssl --kafka-sasl-mechanism scram-sha-512 \
+             --kafka-sasl-username dr --kafka-sasl-password-env DR_KAFKA_PW \
              --topic-map orders=dr.orders --wait-inactive 300s"
         );
         assert_eq!(shell_quote("it's"), "'it'\\''s'");

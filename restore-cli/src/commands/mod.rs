@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod drill;
 pub mod kafka_offsets;
+pub mod kafka_security;
 pub mod list;
 pub mod restore;
 pub mod verify;

@@ -95,6 +95,9 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "HOST:PORT", requires = "kafka_groups")]
     pub kafka_bootstrap: Option<String>,
 
+    #[command(flatten)]
+    pub kafka_security: super::kafka_security::KafkaSecurityArgs,
+
     /// Wait (default up to 5m) for the groups' members to leave instead of refusing active
     /// groups.
     #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "5m",
@@ -126,12 +129,16 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         anyhow::bail!("no --target given: name the MongoDB to restore into (mongodb://host:port/?replicaSet=…), or pass --dry-run to see the plan");
     }
     let kafka_options = if args.kafka_groups.is_empty() {
+        if let Some((flag, _)) = args.kafka_security.given().first() {
+            anyhow::bail!("{flag} is for the Kafka reset: add --kafka-groups GLOB, or drop {flag}");
+        }
         None
     } else {
         let cluster = kafka_offsets::resolve_cluster(
             args.kafka_bootstrap.as_deref(),
             &args.source,
             "--kafka-bootstrap",
+            &args.kafka_security,
         )?;
         Some(kafka_offsets::reset_options(
             cluster,
@@ -265,6 +272,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
                         options,
                         &args.source,
                         &source,
+                        &args.kafka_security,
                     );
                     failure
                 }),
