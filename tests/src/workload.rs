@@ -1,6 +1,7 @@
 //! The interview-platform workload shared by `mc-loadgen` and the capture benchmark: ~1 KiB
 //! documents and, per 20 operations, 11 inserts, 6 updates, 2 deletes and one small transaction
-//! (two inserts and an `$inc`), paced per writer.
+//! (two inserts and an `$inc`), paced per writer, each write its own command or grouped by kind
+//! ([`Pace::batch`]).
 
 use std::time::{Duration, Instant};
 
@@ -85,78 +86,146 @@ pub fn next(state: &mut u64) -> u64 {
     *state
 }
 
-/// One writer: `rate` operations per second (0: as fast as it can) into `db.interviews` until
-/// `deadline`; ids are unique across runs and writers.
+/// How one writer paces and groups its writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Client writes per second (0: as fast as it can).
+    pub rate: u64,
+    /// Writes per round trip: 1 sends every write as its own command, as most application code
+    /// does; above 1, a round's inserts go as one `insert`, its updates as one `update` and its
+    /// deletes as one `delete` command (transactions stay their own). The oplog gets the same
+    /// entries either way, one per document written; only the client's round trips, and
+    /// mongod's cost per command, shrink.
+    pub batch: u64,
+}
+
+/// One writer: `pace.rate` writes per second into `db.interviews` until `deadline`; ids are
+/// unique across runs and writers.
 pub async fn worker(
     client: mongodb::Client,
     db: String,
     w: u64,
-    rate: u64,
+    pace: Pace,
     deadline: Instant,
 ) -> anyhow::Result<Counts> {
-    let coll = client.database(&db).collection::<Document>("interviews");
+    let database = client.database(&db);
+    let coll = database.collection::<Document>("interviews");
     let mut counts = Counts::default();
     let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (w + 1);
     // Ids unique across runs (the demo runs it again on the same database) and workers.
     let run = (unix_secs() & 0xF_FFFF) as i64;
     let base = (run << 40) | ((w as i64) << 32);
     let mut next_id = 0i64;
-    let interval = (rate > 0).then(|| Duration::from_secs_f64(1.0 / rate as f64));
+    let interval = (pace.rate > 0).then(|| Duration::from_secs_f64(1.0 / pace.rate as f64));
+    let batch = pace.batch.max(1);
     let started = Instant::now();
     let mut n: u64 = 0;
     while Instant::now() < deadline {
-        let id = base + next_id;
-        match n % 20 {
-            // A small transaction: insert two documents and bump a third, atomically.
-            19 if next_id > 2 => {
-                let mut session = client.start_session().await?;
-                session.start_transaction().await?;
-                coll.insert_one(document(id, &mut rng))
+        let mut round = Round::default();
+        for _ in 0..batch {
+            let id = base + next_id;
+            match n % 20 {
+                // A small transaction: insert two documents and bump a third, atomically.
+                19 if next_id > 2 => {
+                    let mut session = client.start_session().await?;
+                    session.start_transaction().await?;
+                    coll.insert_one(document(id, &mut rng))
+                        .session(&mut session)
+                        .await?;
+                    coll.insert_one(document(id + 1, &mut rng))
+                        .session(&mut session)
+                        .await?;
+                    coll.update_one(
+                        doc! {"_id": base + next_id / 2},
+                        doc! {"$inc": {"counters.edits": 1}},
+                    )
                     .session(&mut session)
                     .await?;
-                coll.insert_one(document(id + 1, &mut rng))
-                    .session(&mut session)
-                    .await?;
-                coll.update_one(
-                    doc! {"_id": base + next_id / 2},
-                    doc! {"$inc": {"counters.edits": 1}},
-                )
-                .session(&mut session)
-                .await?;
-                session.commit_transaction().await?;
-                next_id += 2;
-                counts.transactions += 1;
+                    session.commit_transaction().await?;
+                    next_id += 2;
+                    counts.transactions += 1;
+                }
+                10..=15 if next_id > 0 => {
+                    let target = base + (next(&mut rng) % next_id as u64) as i64;
+                    round.updates.push(doc! {
+                        "q": {"_id": target},
+                        "u": {"$set": {"score": (next(&mut rng) % 100) as i32}, "$inc": {"counters.views": 1}},
+                    });
+                    counts.updates += 1;
+                }
+                16..=17 if next_id > 10 => {
+                    let target = base + (next(&mut rng) % next_id as u64) as i64;
+                    round.deletes.push(doc! {"q": {"_id": target}, "limit": 1});
+                    counts.deletes += 1;
+                }
+                _ => {
+                    round.inserts.push(document(id, &mut rng));
+                    next_id += 1;
+                    counts.inserts += 1;
+                }
             }
-            0..=9 => {
-                coll.insert_one(document(id, &mut rng)).await?;
-                next_id += 1;
-                counts.inserts += 1;
-            }
-            10..=15 if next_id > 0 => {
-                let target = base + (next(&mut rng) % next_id as u64) as i64;
-                coll.update_one(
-                    doc! {"_id": target},
-                    doc! {"$set": {"score": (next(&mut rng) % 100) as i32}, "$inc": {"counters.views": 1}},
-                )
-                .await?;
-                counts.updates += 1;
-            }
-            16..=17 if next_id > 10 => {
-                let target = base + (next(&mut rng) % next_id as u64) as i64;
-                coll.delete_one(doc! {"_id": target}).await?;
-                counts.deletes += 1;
-            }
-            _ => {
-                coll.insert_one(document(id, &mut rng)).await?;
-                next_id += 1;
-                counts.inserts += 1;
+            n += 1;
+            // One write per round trip: send it now, in the mix's order.
+            if batch == 1 {
+                round.send(&database, "interviews").await?;
             }
         }
-        n += 1;
+        round.send(&database, "interviews").await?;
         if let Some(iv) = interval {
             let due = started + iv * n as u32;
             tokio::time::sleep_until(due.into()).await;
         }
     }
     Ok(counts)
+}
+
+/// The writes of one round not yet sent, by kind.
+#[derive(Default)]
+struct Round {
+    inserts: Vec<Document>,
+    /// `update` command statements (`{q, u}`).
+    updates: Vec<Document>,
+    /// `delete` command statements (`{q, limit}`).
+    deletes: Vec<Document>,
+}
+
+impl Round {
+    /// Sends what is pending, one command per kind (inserts first, so updates of this round
+    /// can find them), and checks the replies for write errors.
+    async fn send(&mut self, db: &mongodb::Database, coll: &str) -> anyhow::Result<()> {
+        let inserts = std::mem::take(&mut self.inserts);
+        let updates = std::mem::take(&mut self.updates);
+        let deletes = std::mem::take(&mut self.deletes);
+        if !inserts.is_empty() {
+            db.collection::<Document>(coll).insert_many(inserts).await?;
+        }
+        if !updates.is_empty() {
+            let reply = db
+                .run_command(doc! {"update": coll, "updates": updates, "ordered": false})
+                .await?;
+            check_write_reply("update", &reply)?;
+        }
+        if !deletes.is_empty() {
+            let reply = db
+                .run_command(doc! {"delete": coll, "deletes": deletes, "ordered": false})
+                .await?;
+            check_write_reply("delete", &reply)?;
+        }
+        Ok(())
+    }
+}
+
+/// `run_command` returns write errors inside an `ok: 1` reply: surface them.
+fn check_write_reply(command: &str, reply: &Document) -> anyhow::Result<()> {
+    if let Ok(errors) = reply.get_array("writeErrors") {
+        anyhow::bail!(
+            "{command}: {} write errors, first {:?}",
+            errors.len(),
+            errors.first()
+        );
+    }
+    if let Ok(error) = reply.get_document("writeConcernError") {
+        anyhow::bail!("{command}: write concern error {error}");
+    }
+    Ok(())
 }

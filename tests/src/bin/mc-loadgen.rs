@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use mc_tests::workload::{worker, Counts};
+use mc_tests::workload::{worker, Counts, Pace};
 use mongodb::bson::doc;
 
 #[derive(Debug, Parser)]
@@ -31,6 +31,10 @@ struct Args {
     /// Concurrent writers.
     #[arg(long, default_value_t = 4)]
     workers: u64,
+    /// Writes per round trip: 1 sends each write as its own command; more groups each writer's
+    /// inserts, updates and deletes by kind (the oplog gets the same entries).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    batch: u64,
 }
 
 #[tokio::main]
@@ -40,13 +44,16 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("connecting to MongoDB")?;
     let deadline = Instant::now() + args.duration;
-    let per_worker = (args.rate / args.workers.max(1)).max(if args.rate == 0 { 0 } else { 1 });
+    let pace = Pace {
+        rate: (args.rate / args.workers.max(1)).max(if args.rate == 0 { 0 } else { 1 }),
+        batch: args.batch,
+    };
     let mut handles = Vec::new();
     for w in 0..args.workers {
         let client = client.clone();
         let db = args.db.clone();
         handles.push(tokio::spawn(async move {
-            worker(client, db, w, per_worker, deadline).await
+            worker(client, db, w, pace, deadline).await
         }));
     }
     let mut total = Counts::default();
