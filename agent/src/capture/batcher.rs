@@ -11,13 +11,24 @@ use std::time::{Duration, Instant};
 
 use mc_core::format::OplogTs;
 
-/// One oplog entry as read: raw BSON, untouched.
+/// One oplog entry as read: raw BSON, untouched, and its timestamp (the only field every
+/// entry needs parsed; see [`OplogEntry::wall_ms`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OplogEntry {
     pub ts: OplogTs,
-    /// The entry's `wall` clock time in Unix milliseconds (0 when absent).
-    pub wall_ms: i64,
     pub raw: Vec<u8>,
+}
+
+impl OplogEntry {
+    /// The entry's `wall` clock time in Unix milliseconds (0 when absent or unreadable).
+    /// Read on demand: only the last entry of a segment needs it (for the RPO metric), and
+    /// `wall` is the last field of an entry, so parsing it for every entry of a backlog cost
+    /// more than any other step of reading.
+    pub fn wall_ms(&self) -> i64 {
+        mongodb::bson::RawDocument::from_bytes(&self.raw)
+            .and_then(|d| d.get_datetime("wall"))
+            .map_or(0, |d| d.timestamp_millis())
+    }
 }
 
 /// A run of entries ready to be sealed into one segment.
@@ -219,7 +230,6 @@ mod tests {
     fn e(t: u32, size: usize) -> OplogEntry {
         OplogEntry {
             ts: OplogTs::new(t, 1),
-            wall_ms: t as i64 * 1000,
             raw: vec![0; size],
         }
     }

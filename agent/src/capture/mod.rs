@@ -44,6 +44,10 @@ pub fn bound_allocator_retention() {
     }
 }
 
+/// Entries taken from the cursor's current reply in one turn of the capture loop, at most,
+/// so the tick (the majority poll) and shutdown are still seen promptly while catching up.
+const DRAIN_MAX: usize = 1024;
+
 /// Why capture stopped or could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -174,7 +178,7 @@ pub async fn run(
             StartPoint::From(_) => None,
         };
         metrics.capturing.store(1, Relaxed);
-        loop {
+        'read: loop {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break 'connect,
@@ -189,7 +193,7 @@ pub async fn run(
                                 if tx.send(budget.admit(batch).await).await.is_err() { break 'connect; }
                             }
                             tracing::warn!("the member capture reads from is no longer primary; following the new primary");
-                            break;
+                            break 'read;
                         }
                         Ok(state) => {
                             batcher.set_majority(state.majority);
@@ -203,40 +207,54 @@ pub async fn run(
                         if tx.send(budget.admit(batch).await).await.is_err() { break 'connect; }
                     }
                 }
-                next = cursor.next() => match next {
-                    Ok(Some(entry)) => {
-                        if let Some(want) = expect_first.take() {
-                            if entry.ts != want {
-                                // The resume entry vanished between the check and the tail.
-                                metrics.gaps.fetch_add(1, Relaxed);
-                                tracing::error!(expected = %want, found = %entry.ts, "GAP: resume entry missing from the oplog; starting a new run");
-                                batcher.break_chain();
-                            } else {
-                                continue;
+                next = cursor.next() => {
+                    // Entries the cursor already holds (a backlog arrives thousands per reply)
+                    // are taken here, up to DRAIN_MAX, without another turn of the select:
+                    // each turn costs more than batching an entry.
+                    let mut next = Some(next);
+                    let mut taken = 0;
+                    while let Some(read) = next.take() {
+                        match read {
+                            Ok(Some(entry)) => {
+                                if let Some(want) = expect_first.take() {
+                                    if entry.ts == want {
+                                        next = cursor.next_ready();
+                                        continue;
+                                    }
+                                    // The resume entry vanished between the check and the tail.
+                                    metrics.gaps.fetch_add(1, Relaxed);
+                                    tracing::error!(expected = %want, found = %entry.ts, "GAP: resume entry missing from the oplog; starting a new run");
+                                    batcher.break_chain();
+                                }
+                                backoff = Duration::from_millis(200);
+                                let now = Instant::now();
+                                batcher.push(entry, now);
+                                // Cut at once when a segment is full or a backlog's end was read,
+                                // not at the next tick: the batcher never holds much more than a
+                                // segment.
+                                if batcher.behind() || batcher.pending_bytes() >= settings.rules.max_bytes {
+                                    while let Some(batch) = batcher.next_batch(now, false) {
+                                        resume = StartPoint::After(batch.last());
+                                        if tx.send(budget.admit(batch).await).await.is_err() { break 'connect; }
+                                    }
+                                }
+                            }
+                            Ok(None) => {
+                                tracing::warn!("oplog cursor closed; reopening");
+                                break 'read;
+                            }
+                            Err(e) => {
+                                metrics.capturing.store(0, Relaxed);
+                                reconnect_wait(&metrics, &e, &mut backoff, &mut shutdown).await;
+                                break 'read;
                             }
                         }
-                        backoff = Duration::from_millis(200);
-                        let now = Instant::now();
-                        batcher.push(entry, now);
-                        // Cut at once when a segment is full or a backlog's end was read, not
-                        // at the next tick: the batcher never holds much more than a segment.
-                        if batcher.behind() || batcher.pending_bytes() >= settings.rules.max_bytes {
-                            while let Some(batch) = batcher.next_batch(now, false) {
-                                resume = StartPoint::After(batch.last());
-                                if tx.send(budget.admit(batch).await).await.is_err() { break 'connect; }
-                            }
+                        taken += 1;
+                        if taken < DRAIN_MAX {
+                            next = cursor.next_ready();
                         }
                     }
-                    Ok(None) => {
-                        tracing::warn!("oplog cursor closed; reopening");
-                        break;
-                    }
-                    Err(e) => {
-                        metrics.capturing.store(0, Relaxed);
-                        reconnect_wait(&metrics, &e, &mut backoff, &mut shutdown).await;
-                        break;
-                    }
-                },
+                }
             }
         }
         // Entries not yet handed to the sink may be uncommitted and rolled back by a failover:

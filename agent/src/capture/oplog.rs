@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use futures::TryStreamExt;
+use futures::{FutureExt, TryStreamExt};
 use mc_core::format::OplogTs;
 use mongodb::bson::{doc, RawDocumentBuf, Timestamp};
 use mongodb::options::CursorType;
@@ -184,12 +184,19 @@ pub struct OplogCursor {
 }
 
 impl OplogCursor {
-    /// The next entry; `Ok(None)` when the cursor died (it must be reopened).
+    /// The next entry; `Ok(None)` when the cursor died (it must be reopened). Cancel-safe: a
+    /// `getMore` in flight stays with the cursor and the next call resumes it.
     pub async fn next(&mut self) -> Result<Option<OplogEntry>, CaptureError> {
         match self.cursor.try_next().await.map_err(source_err)? {
             Some(raw) => parse_entry(raw).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// The next entry if the cursor already holds it (from the last reply), else `None`. When
+    /// it does not, a `getMore` may have been started; it stays with the cursor, as above.
+    pub fn next_ready(&mut self) -> Option<Result<Option<OplogEntry>, CaptureError>> {
+        self.next().now_or_never()
     }
 }
 
@@ -207,18 +214,13 @@ fn majority_of(hello: &mongodb::bson::Document) -> Result<OplogTs, CaptureError>
     Ok(to_ts(ts))
 }
 
-/// Reads `ts` and `wall` from a raw entry, keeping its bytes as they are.
+/// Reads `ts` from a raw entry, keeping its bytes as they are.
 pub fn parse_entry(raw: RawDocumentBuf) -> Result<OplogEntry, CaptureError> {
     let ts = raw
         .get_timestamp("ts")
         .map_err(|e| CaptureError::Source(format!("oplog entry without a timestamp: {e}")))?;
-    let wall_ms = raw
-        .get_datetime("wall")
-        .map(|d| d.timestamp_millis())
-        .unwrap_or(0);
     Ok(OplogEntry {
         ts: to_ts(ts),
-        wall_ms,
         raw: raw.into_bytes(),
     })
 }

@@ -158,7 +158,7 @@ async fn seal_and_store(
     let summary = Summary {
         first: batch.first(),
         last: batch.last(),
-        last_wall: batch.entries.last().map_or(0, |e| e.wall_ms),
+        last_wall: batch.entries.last().map_or(0, |e| e.wall_ms()),
         count: batch.entries.len() as u64,
         bytes: batch.bytes(),
     };
