@@ -194,7 +194,7 @@ async fn capture_follows_three_elections_without_gap_or_loss() {
     let stamps: Vec<OplogTs> = captured
         .iter()
         .map(|r| {
-            parse_entry(RawDocumentBuf::from_bytes(r.clone()).unwrap())
+            parse_entry(&RawDocumentBuf::from_bytes(r.clone()).unwrap())
                 .unwrap()
                 .ts
         })

@@ -19,7 +19,7 @@ use mc_core::format::{OplogTs, StreamKind};
 use tokio::sync::{mpsc, watch};
 
 use self::batcher::{Batcher, CutRules};
-use self::oplog::OplogSource;
+use self::oplog::{Chunk, OplogSource};
 use self::upload::{upload_batches, Budget, UploadSettings};
 use crate::metrics::Metrics;
 
@@ -43,10 +43,6 @@ pub fn bound_allocator_retention() {
         }
     }
 }
-
-/// Entries taken from the cursor's current reply in one turn of the capture loop, at most,
-/// so the tick (the majority poll) and shutdown are still seen promptly while catching up.
-const DRAIN_MAX: usize = 1024;
 
 /// Why capture stopped or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -134,8 +130,9 @@ pub async fn run(
     let mut batcher = Batcher::new(settings.rules, prev);
 
     // Memory: the batcher holds at most one segment's committed entries (it is cut as soon as
-    // it reaches the size), the sink at most `budget` bytes of unsealed records; while the
-    // budget is spent, sending waits and nothing more is read from the oplog.
+    // it reaches the size), the sink at most `budget` bytes of unsealed records, the read-ahead
+    // one reply waiting and one being read (`oplog::BATCH_SIZE` entries each). While the
+    // budget is spent, sending waits, the read-ahead fills up, and nothing more is read.
     let budget = Budget::new(settings.rules.max_bytes);
     let (tx, rx) = mpsc::channel(settings.upload.concurrency.max(1));
     let sink = tokio::spawn(upload_batches(
@@ -165,8 +162,8 @@ pub async fn run(
                 continue 'connect;
             }
         };
-        let mut cursor = match node.tail_from(from).await {
-            Ok(c) => c,
+        let mut ahead = match node.tail_from(from).await {
+            Ok(c) => c.read_ahead(),
             Err(e) => {
                 reconnect_wait(&metrics, &e, &mut backoff, &mut shutdown).await;
                 continue 'connect;
@@ -207,51 +204,39 @@ pub async fn run(
                         if tx.send(budget.admit(batch).await).await.is_err() { break 'connect; }
                     }
                 }
-                next = cursor.next() => {
-                    // Entries the cursor already holds (a backlog arrives thousands per reply)
-                    // are taken here, up to DRAIN_MAX, without another turn of the select:
-                    // each turn costs more than batching an entry.
-                    let mut next = Some(next);
-                    let mut taken = 0;
-                    while let Some(read) = next.take() {
-                        match read {
-                            Ok(Some(entry)) => {
-                                if let Some(want) = expect_first.take() {
-                                    if entry.ts == want {
-                                        next = cursor.next_ready();
-                                        continue;
-                                    }
-                                    // The resume entry vanished between the check and the tail.
-                                    metrics.gaps.fetch_add(1, Relaxed);
-                                    tracing::error!(expected = %want, found = %entry.ts, "GAP: resume entry missing from the oplog; starting a new run");
-                                    batcher.break_chain();
-                                }
-                                backoff = Duration::from_millis(200);
-                                let now = Instant::now();
-                                batcher.push(entry, now);
-                                // Cut at once when a segment is full or a backlog's end was read,
-                                // not at the next tick: the batcher never holds much more than a
-                                // segment.
-                                if batcher.behind() || batcher.pending_bytes() >= settings.rules.max_bytes {
-                                    while let Some(batch) = batcher.next_batch(now, false) {
-                                        resume = StartPoint::After(batch.last());
-                                        if tx.send(budget.admit(batch).await).await.is_err() { break 'connect; }
-                                    }
-                                }
-                            }
-                            Ok(None) => {
-                                tracing::warn!("oplog cursor closed; reopening");
-                                break 'read;
-                            }
-                            Err(e) => {
-                                metrics.capturing.store(0, Relaxed);
-                                reconnect_wait(&metrics, &e, &mut backoff, &mut shutdown).await;
-                                break 'read;
-                            }
+                chunk = ahead.next() => {
+                    let entries = match chunk {
+                        Chunk::Entries(entries) => entries,
+                        Chunk::Closed => {
+                            tracing::warn!("oplog cursor closed; reopening");
+                            break 'read;
                         }
-                        taken += 1;
-                        if taken < DRAIN_MAX {
-                            next = cursor.next_ready();
+                        Chunk::Failed(e) => {
+                            metrics.capturing.store(0, Relaxed);
+                            reconnect_wait(&metrics, &e, &mut backoff, &mut shutdown).await;
+                            break 'read;
+                        }
+                    };
+                    backoff = Duration::from_millis(200);
+                    let now = Instant::now();
+                    for entry in entries {
+                        if let Some(want) = expect_first.take() {
+                            if entry.ts == want {
+                                continue;
+                            }
+                            // The resume entry vanished between the check and the tail.
+                            metrics.gaps.fetch_add(1, Relaxed);
+                            tracing::error!(expected = %want, found = %entry.ts, "GAP: resume entry missing from the oplog; starting a new run");
+                            batcher.break_chain();
+                        }
+                        batcher.push(entry, now);
+                        // Cut at once when a segment is full or a backlog's end was read, not at
+                        // the next tick: the batcher never holds much more than a segment.
+                        if batcher.behind() || batcher.pending_bytes() >= settings.rules.max_bytes {
+                            while let Some(batch) = batcher.next_batch(now, false) {
+                                resume = StartPoint::After(batch.last());
+                                if tx.send(budget.admit(batch).await).await.is_err() { break 'connect; }
+                            }
                         }
                     }
                 }

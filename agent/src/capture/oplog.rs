@@ -1,5 +1,6 @@
 //! The oplog source: reads `local.oplog.rs` of a replica set with a tailable-await cursor,
-//! entries kept as raw BSON, and asks for the majority commit point.
+//! entries kept as raw BSON, a few chunks ahead of the capture loop ([`ReadAhead`]), and asks
+//! for the majority commit point.
 //!
 //! Capture reads from one member at a time, through a direct connection to the current primary
 //! ([`OplogSource::primary_node`]), and asks *that same member* for its commit point. A member
@@ -10,11 +11,13 @@
 
 use std::time::Duration;
 
-use futures::{FutureExt, TryStreamExt};
+use futures::TryStreamExt;
 use mc_core::format::OplogTs;
-use mongodb::bson::{doc, RawDocumentBuf, Timestamp};
+use mongodb::bson::{doc, RawDocument, RawDocumentBuf, Timestamp};
 use mongodb::options::CursorType;
-use mongodb::{Client, Cursor};
+use mongodb::raw_batch_cursor::RawBatchCursor;
+use mongodb::Client;
+use tokio::sync::mpsc;
 
 use super::batcher::OplogEntry;
 use super::CaptureError;
@@ -172,32 +175,98 @@ impl OplogSource {
             .max_await_time(AWAIT)
             .batch_size(BATCH_SIZE)
             .no_cursor_timeout(true)
+            .batch()
             .await
             .map_err(source_err)?;
         Ok(OplogCursor { cursor })
     }
 }
 
-/// An open tail of the oplog.
+/// An open tail of the oplog, read a server reply at a time: the entries of a reply are
+/// copied out of it once, with no per-entry decoding beyond `ts`.
 pub struct OplogCursor {
-    cursor: Cursor<RawDocumentBuf>,
+    cursor: RawBatchCursor,
 }
 
 impl OplogCursor {
-    /// The next entry; `Ok(None)` when the cursor died (it must be reopened). Cancel-safe: a
-    /// `getMore` in flight stays with the cursor and the next call resumes it.
-    pub async fn next(&mut self) -> Result<Option<OplogEntry>, CaptureError> {
-        match self.cursor.try_next().await.map_err(source_err)? {
-            Some(raw) => parse_entry(raw).map(Some),
-            None => Ok(None),
+    /// The entries of the next reply, in oplog order; empty when a tailable-await `getMore`
+    /// found nothing new in time. `Ok(None)` when the cursor died (it must be reopened).
+    pub async fn next_reply(&mut self) -> Result<Option<Vec<OplogEntry>>, CaptureError> {
+        let Some(reply) = self.cursor.try_next().await.map_err(source_err)? else {
+            return Ok(None);
+        };
+        let docs = reply.doc_slices().map_err(source_err)?;
+        let mut entries = Vec::new();
+        for doc in docs {
+            let doc = doc.map_err(|e| CaptureError::Source(format!("oplog reply: {e}")))?;
+            let raw = doc.as_document().ok_or_else(|| {
+                CaptureError::Source("oplog reply holds a value that is not a document".into())
+            })?;
+            entries.push(parse_entry(raw)?);
         }
+        Ok(Some(entries))
     }
 
-    /// The next entry if the cursor already holds it (from the last reply), else `None`. When
-    /// it does not, a `getMore` may have been started; it stays with the cursor, as above.
-    pub fn next_ready(&mut self) -> Option<Result<Option<OplogEntry>, CaptureError>> {
-        self.next().now_or_never()
+    /// Reads this cursor ahead of its consumer, on a task of its own (see [`ReadAhead`]).
+    pub fn read_ahead(self) -> ReadAhead {
+        let (tx, rx) = mpsc::channel(READ_AHEAD_REPLIES);
+        let task = tokio::spawn(read_chunks(self, tx));
+        ReadAhead { rx, task }
     }
+}
+
+/// Replies read ahead and not yet taken, at most: one waits while the next is fetched.
+const READ_AHEAD_REPLIES: usize = 1;
+
+/// What the read-ahead task hands over.
+pub enum Chunk {
+    /// The entries of one reply, in oplog order (never empty).
+    Entries(Vec<OplogEntry>),
+    /// The cursor was closed by the server; it must be reopened.
+    Closed,
+    /// Reading failed; the cursor is gone.
+    Failed(CaptureError),
+}
+
+/// An oplog cursor read on a task of its own, a reply ahead of the consumer, so the next
+/// reply is being fetched (and the server is producing it) while the consumer batches the
+/// last one. Without it each `getMore` waited for the consumer, and the consumer for the
+/// server, in turn. Dropping it stops the task; entries read ahead are then simply read again
+/// by the next cursor, which starts after the last entry handed on.
+pub struct ReadAhead {
+    rx: mpsc::Receiver<Chunk>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReadAhead {
+    /// The next chunk. Cancel-safe. After [`Chunk::Closed`] or [`Chunk::Failed`] nothing more
+    /// comes (`Closed` again).
+    pub async fn next(&mut self) -> Chunk {
+        self.rx.recv().await.unwrap_or(Chunk::Closed)
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The read-ahead task: hands on every non-empty reply as one chunk, then the cursor's end.
+async fn read_chunks(mut cursor: OplogCursor, tx: mpsc::Sender<Chunk>) {
+    let end = loop {
+        match cursor.next_reply().await {
+            Ok(Some(entries)) if entries.is_empty() => {}
+            Ok(Some(entries)) => {
+                if tx.send(Chunk::Entries(entries)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => break Chunk::Closed,
+            Err(e) => break Chunk::Failed(e),
+        }
+    };
+    let _ = tx.send(end).await;
 }
 
 fn majority_of(hello: &mongodb::bson::Document) -> Result<OplogTs, CaptureError> {
@@ -214,14 +283,14 @@ fn majority_of(hello: &mongodb::bson::Document) -> Result<OplogTs, CaptureError>
     Ok(to_ts(ts))
 }
 
-/// Reads `ts` from a raw entry, keeping its bytes as they are.
-pub fn parse_entry(raw: RawDocumentBuf) -> Result<OplogEntry, CaptureError> {
+/// Reads `ts` from a raw entry and copies its bytes as they are.
+pub fn parse_entry(raw: &RawDocument) -> Result<OplogEntry, CaptureError> {
     let ts = raw
         .get_timestamp("ts")
         .map_err(|e| CaptureError::Source(format!("oplog entry without a timestamp: {e}")))?;
     Ok(OplogEntry {
         ts: to_ts(ts),
-        raw: raw.into_bytes(),
+        raw: raw.as_bytes().to_vec(),
     })
 }
 
