@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
-use mc_agent::capture::oplog::{parse_entry, to_bson_ts, to_ts, OplogSource};
+use mc_agent::capture::oplog::{entry_ts, to_bson_ts, to_ts, OplogSource};
 use mc_agent::capture::{self};
 use mc_agent::metrics::Metrics;
 use mc_core::catalog::{Catalog, Repository, Timeline};
@@ -193,11 +193,7 @@ async fn capture_follows_three_elections_without_gap_or_loss() {
     }
     let stamps: Vec<OplogTs> = captured
         .iter()
-        .map(|r| {
-            parse_entry(&RawDocumentBuf::from_bytes(r.clone()).unwrap())
-                .unwrap()
-                .ts
-        })
+        .map(|r| entry_ts(&RawDocumentBuf::from_bytes(r.clone()).unwrap()).unwrap())
         .collect();
     for pair in stamps.windows(2) {
         assert!(

@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use mc_core::format::OplogTs;
 
 /// One oplog entry as read: raw BSON, untouched, and its timestamp (the only field every
@@ -16,7 +17,8 @@ use mc_core::format::OplogTs;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OplogEntry {
     pub ts: OplogTs,
-    pub raw: Vec<u8>,
+    /// The entry's bytes: a slice of the server reply it came in (see `oplog::OplogCursor`).
+    pub raw: Bytes,
 }
 
 impl OplogEntry {
@@ -230,7 +232,7 @@ mod tests {
     fn e(t: u32, size: usize) -> OplogEntry {
         OplogEntry {
             ts: OplogTs::new(t, 1),
-            raw: vec![0; size],
+            raw: Bytes::from(vec![0; size]),
         }
     }
 

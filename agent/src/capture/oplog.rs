@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::TryStreamExt;
 use mc_core::format::OplogTs;
 use mongodb::bson::{doc, RawDocument, RawDocumentBuf, Timestamp};
@@ -182,8 +183,9 @@ impl OplogSource {
     }
 }
 
-/// An open tail of the oplog, read a server reply at a time: the entries of a reply are
-/// copied out of it once, with no per-entry decoding beyond `ts`.
+/// An open tail of the oplog, read a server reply at a time. A reply is copied once into a
+/// shared buffer and its entries are slices of it: no allocation or copy per entry (a backlog
+/// is millions of entries of a few hundred bytes), and no decoding beyond `ts`.
 pub struct OplogCursor {
     cursor: RawBatchCursor,
 }
@@ -195,16 +197,8 @@ impl OplogCursor {
         let Some(reply) = self.cursor.try_next().await.map_err(source_err)? else {
             return Ok(None);
         };
-        let docs = reply.doc_slices().map_err(source_err)?;
-        let mut entries = Vec::new();
-        for doc in docs {
-            let doc = doc.map_err(|e| CaptureError::Source(format!("oplog reply: {e}")))?;
-            let raw = doc.as_document().ok_or_else(|| {
-                CaptureError::Source("oplog reply holds a value that is not a document".into())
-            })?;
-            entries.push(parse_entry(raw)?);
-        }
-        Ok(Some(entries))
+        let reply = Bytes::copy_from_slice(reply.as_raw_document().as_bytes());
+        entries_of_reply(&reply).map(Some)
     }
 
     /// Reads this cursor ahead of its consumer, on a task of its own (see [`ReadAhead`]).
@@ -283,15 +277,39 @@ fn majority_of(hello: &mongodb::bson::Document) -> Result<OplogTs, CaptureError>
     Ok(to_ts(ts))
 }
 
-/// Reads `ts` from a raw entry and copies its bytes as they are.
-pub fn parse_entry(raw: &RawDocument) -> Result<OplogEntry, CaptureError> {
-    let ts = raw
-        .get_timestamp("ts")
-        .map_err(|e| CaptureError::Source(format!("oplog entry without a timestamp: {e}")))?;
-    Ok(OplogEntry {
-        ts: to_ts(ts),
-        raw: raw.as_bytes().to_vec(),
-    })
+/// The entries of a `find`/`getMore` reply (`cursor.firstBatch` or `cursor.nextBatch`), each
+/// a slice of `reply`.
+fn entries_of_reply(reply: &Bytes) -> Result<Vec<OplogEntry>, CaptureError> {
+    let bad = |what: &str| CaptureError::Source(format!("oplog reply: {what}"));
+    let doc = RawDocument::from_bytes(reply).map_err(|e| bad(&e.to_string()))?;
+    let cursor = doc
+        .get_document("cursor")
+        .map_err(|_| bad("no cursor document"))?;
+    let batch = match cursor.get_array("nextBatch") {
+        Ok(b) => b,
+        Err(_) => cursor
+            .get_array("firstBatch")
+            .map_err(|_| bad("no nextBatch or firstBatch array"))?,
+    };
+    let mut entries = Vec::new();
+    for value in batch {
+        let raw = value
+            .map_err(|e| bad(&e.to_string()))?
+            .as_document()
+            .ok_or_else(|| bad("a batch value that is not a document"))?;
+        entries.push(OplogEntry {
+            ts: entry_ts(raw)?,
+            raw: reply.slice_ref(raw.as_bytes()),
+        });
+    }
+    Ok(entries)
+}
+
+/// The `ts` of a raw oplog entry.
+pub fn entry_ts(raw: &RawDocument) -> Result<OplogTs, CaptureError> {
+    raw.get_timestamp("ts")
+        .map(to_ts)
+        .map_err(|e| CaptureError::Source(format!("oplog entry without a timestamp: {e}")))
 }
 
 fn source_err(e: mongodb::error::Error) -> CaptureError {

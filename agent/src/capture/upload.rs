@@ -236,7 +236,7 @@ async fn seal(
     let keyring = repo.keyring().clone();
     let settings = s.clone();
     let joined = tokio::task::spawn_blocking(move || {
-        let records = batch.entries.iter().map(|e| e.raw.as_slice());
+        let records = batch.entries.iter().map(|e| e.raw.as_ref());
         let result = if batch.bytes() > settings.spool_over {
             seal_to_file(spec, &keyring, records, &settings.spool_dir).map(|(file, info)| {
                 let source = PutSource::File(file.path().to_owned());
