@@ -308,7 +308,8 @@ async fn drill(
         clock.phase("kafka-plan", report);
     }
 
-    // The RTO is the restore itself: plan through replay.
+    // The RTO is the restore itself: every phase so far (plan through replay, users and the
+    // Kafka plan when they ran), not verification or cleanup.
     let restore_seconds: f64 = report.phases.iter().map(|p| p.seconds).sum();
     let load_seconds = report
         .phases
