@@ -86,14 +86,17 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
         schedule: Some(policy.snapshots.schedule.clone()),
         retention: Some(crate::keep_rules(&policy)),
     };
-    let kafka = match (&policy.kafka, policy.kafka_bootstrap_servers()?) {
-        (Some(k), Some(servers)) => Some(KafkaCaptureSettings {
-            bootstrap: servers.join(","),
+    // The policy's Kafka cluster as a drill plans its reset; capture takes the same cluster and
+    // security settings from it, so the password is resolved once.
+    let drill_kafka = mc_restore::kafka::KafkaResetOptions::drill_plan_of(&policy)?;
+    let kafka = match (&policy.kafka, &drill_kafka) {
+        (Some(k), Some(plan)) => Some(KafkaCaptureSettings {
+            bootstrap: plan.bootstrap.clone(),
             groups: k.groups.clone(),
             interval: k.interval,
             segment_span: KafkaCaptureSettings::default_span(k.interval, policy.objectives.rpo),
             request_timeout: Duration::from_secs(10),
-            security: policy.kafka_security()?,
+            security: plan.security.clone(),
             source: source_id.clone(),
             writer: WriterInfo {
                 id: holder.clone(),
@@ -123,7 +126,7 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
                 rpo_seconds: policy.objectives.rpo.as_secs_f64(),
                 restore: mc_restore::restore::RestoreOptions::default(),
                 expect_sha256: Vec::new(),
-                kafka: mc_restore::kafka::KafkaResetOptions::drill_plan_of(&policy)?,
+                kafka: drill_kafka,
                 command: format!(
                     "mc-restore drill --policy {} --scratch <drills.scratch_uri>",
                     policy.file().display()
