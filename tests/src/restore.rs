@@ -134,6 +134,16 @@ pub fn mc_restore(args: &[&str], keyring: &Path) -> Output {
         .expect("mc-restore runs")
 }
 
+/// The names of a drill report's phases, in order.
+pub fn drill_phases(report: &serde_json::Value) -> Vec<String> {
+    report["phases"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a drill report without phases: {report:#}"))
+        .iter()
+        .map(|p| p["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
 /// stdout and stderr of a run, for assertion messages.
 pub fn show(out: &Output) -> String {
     format!(

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use mc_core::catalog::names::parse_oplog_key;
 use mc_tests::mongod::PrivateReplSet;
-use mc_tests::restore::{repo_paths, show, Captured};
+use mc_tests::restore::{drill_phases, repo_paths, show, Captured};
 use mc_tests::*;
 use mongodb::bson::{doc, Document};
 
@@ -130,14 +130,8 @@ async fn drill_passes_reports_and_fails_on_sabotage() {
             .unwrap()
             >= 303
     );
-    let phases: Vec<&str> = report["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        phases,
+        drill_phases(&report),
         [
             "plan",
             "prepare",

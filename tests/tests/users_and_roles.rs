@@ -10,7 +10,7 @@
 use mc_agent::snapshot::SnapshotSettings;
 use mc_restore::namespaces::{STAGED_ROLES_NS, STAGED_USERS_NS};
 use mc_tests::mongod::PrivateReplSet;
-use mc_tests::restore::{mc_restore, repo_paths, show, Captured};
+use mc_tests::restore::{drill_phases, mc_restore, repo_paths, show, Captured};
 use mc_tests::*;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::Client;
@@ -54,6 +54,83 @@ async fn create_user(client: &Client, db: &str, user: &str, password: &str, role
         .unwrap_or_else(|e| panic!("createUser {user}: {e}"));
 }
 
+/// The source side both tests start from: `<db>.things` with `docs` documents, a role that may
+/// read it, and users of the database: `before` (granted the role), `changed`, `dropped` and
+/// `shared` (granted `read`); `after` and `late` name users the tests create later.
+struct SourceUsers {
+    db_name: String,
+    before: String,
+    changed: String,
+    dropped: String,
+    after: String,
+    late: String,
+    shared: String,
+    role: String,
+}
+
+impl SourceUsers {
+    async fn create(client: &Client, prefix: &str, docs: i32) -> Self {
+        let db_name = unique_db(prefix);
+        let db = client.database(&db_name);
+        db.collection::<Document>("things")
+            .insert_many((0..docs).map(|i| doc! {"_id": i}))
+            .await
+            .unwrap();
+        let name = |what: &str| format!("{what}_{db_name}");
+        let users = SourceUsers {
+            before: name("before"),
+            changed: name("changed"),
+            dropped: name("dropped"),
+            after: name("after"),
+            late: name("late"),
+            shared: name("shared"),
+            role: name("role"),
+            db_name: db_name.clone(),
+        };
+        db.run_command(doc! {
+            "createRole": &users.role,
+            "privileges": [{"resource": {"db": &db_name, "collection": "things"}, "actions": ["find"]}],
+            "roles": [],
+        })
+        .await
+        .unwrap();
+        let granted = Bson::Array(vec![Bson::Document(
+            doc! {"role": &users.role, "db": &db_name},
+        )]);
+        create_user(client, &db_name, &users.before, "pw-before", granted).await;
+        create_user(
+            client,
+            &db_name,
+            &users.changed,
+            "old-pw",
+            read_role(&db_name),
+        )
+        .await;
+        create_user(
+            client,
+            &db_name,
+            &users.dropped,
+            "pw-dropped",
+            read_role(&db_name),
+        )
+        .await;
+        create_user(
+            client,
+            &db_name,
+            &users.shared,
+            "source-pw",
+            read_role(&db_name),
+        )
+        .await;
+        users
+    }
+}
+
+/// The `read` role on `db`, as a `roles` array.
+fn read_role(db: &str) -> Bson {
+    Bson::Array(vec![Bson::Document(doc! {"role": "read", "db": db})])
+}
+
 async fn user_ids(client: &Client) -> Vec<String> {
     let mut ids: Vec<String> = client
         .database("admin")
@@ -71,41 +148,18 @@ async fn user_ids(client: &Client) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn users_and_roles_are_captured_only_when_asked_and_restored_at_the_point() {
     let client = mongo_client().await;
-    let db_name = unique_db("usr");
+    let SourceUsers {
+        db_name,
+        before,
+        changed,
+        dropped,
+        after,
+        late,
+        shared,
+        role,
+    } = SourceUsers::create(&client, "usr", 50).await;
     let db = client.database(&db_name);
-    db.collection::<Document>("things")
-        .insert_many((0..50).map(|i| doc! {"_id": i}))
-        .await
-        .unwrap();
-    let name = |what: &str| format!("{what}_{db_name}");
-    let (before, changed, dropped, after, late, shared, role) = (
-        name("before"),
-        name("changed"),
-        name("dropped"),
-        name("after"),
-        name("late"),
-        name("shared"),
-        name("role"),
-    );
-    db.run_command(doc! {
-        "createRole": &role,
-        "privileges": [{"resource": {"db": &db_name, "collection": "things"}, "actions": ["find"]}],
-        "roles": [],
-    })
-    .await
-    .unwrap();
-    create_user(
-        &client,
-        &db_name,
-        &before,
-        "pw-before",
-        Bson::Array(vec![Bson::Document(doc! {"role": &role, "db": &db_name})]),
-    )
-    .await;
-    let read = || Bson::Array(vec![Bson::Document(doc! {"role": "read", "db": &db_name})]);
-    create_user(&client, &db_name, &changed, "old-pw", read()).await;
-    create_user(&client, &db_name, &dropped, "pw-dropped", read()).await;
-    create_user(&client, &db_name, &shared, "source-pw", read()).await;
+    let read = || read_role(&db_name);
 
     let source_id = unique_name("usr");
     let cap = Captured::start(&source_id).await;
@@ -321,40 +375,18 @@ fn check<'a>(report: &'a serde_json::Value, ns: &str) -> &'a serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn drills_restore_and_verify_users_and_roles_and_spare_the_scratch_users() {
     let client = mongo_client().await;
-    let db_name = unique_db("drusr");
+    let SourceUsers {
+        db_name,
+        before,
+        changed,
+        dropped,
+        after,
+        shared,
+        role,
+        ..
+    } = SourceUsers::create(&client, "drusr", 30).await;
     let db = client.database(&db_name);
-    db.collection::<Document>("things")
-        .insert_many((0..30).map(|i| doc! {"_id": i}))
-        .await
-        .unwrap();
-    let name = |what: &str| format!("{what}_{db_name}");
-    let (before, changed, dropped, after, shared, role) = (
-        name("before"),
-        name("changed"),
-        name("dropped"),
-        name("after"),
-        name("shared"),
-        name("role"),
-    );
-    let read = || Bson::Array(vec![Bson::Document(doc! {"role": "read", "db": &db_name})]);
-    db.run_command(doc! {
-        "createRole": &role,
-        "privileges": [{"resource": {"db": &db_name, "collection": "things"}, "actions": ["find"]}],
-        "roles": [],
-    })
-    .await
-    .unwrap();
-    create_user(
-        &client,
-        &db_name,
-        &before,
-        "pw-before",
-        Bson::Array(vec![Bson::Document(doc! {"role": &role, "db": &db_name})]),
-    )
-    .await;
-    create_user(&client, &db_name, &changed, "old-pw", read()).await;
-    create_user(&client, &db_name, &dropped, "pw-dropped", read()).await;
-    create_user(&client, &db_name, &shared, "source-pw", read()).await;
+    let read = || read_role(&db_name);
 
     let source_id = unique_name("drusr");
     let cap = Captured::start(&source_id).await;
@@ -472,14 +504,8 @@ async fn drills_restore_and_verify_users_and_roles_and_spare_the_scratch_users()
     assert!(!show(&out).contains("scratch-admin-pw"));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["verdict"], "pass", "{report:#}");
-    let phases: Vec<&str> = report["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        phases,
+        drill_phases(&report),
         [
             "plan",
             "prepare",

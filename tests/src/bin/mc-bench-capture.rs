@@ -315,13 +315,7 @@ async fn inproc_phase(
     })
     .await?;
 
-    let load = Load::spawn(
-        &mongod.uri,
-        args.rate,
-        args.workers,
-        args.batch,
-        args.duration,
-    );
+    let load = Load::spawn(&mongod.uri, args);
     let warm_until = load.started_ms + args.warmup.as_millis() as i64;
     let mut gauge = Vec::new();
     let mut ops_at_warm = None;
@@ -403,13 +397,7 @@ async fn process_phase(
         cpu_seconds(mongod.pid())?,
         cpu_seconds(std::process::id())?,
     );
-    let load = Load::spawn(
-        &mongod.uri,
-        args.rate,
-        args.workers,
-        args.batch,
-        args.duration,
-    );
+    let load = Load::spawn(&mongod.uri, args);
     let load_start = Instant::now();
     let warm_until = load.started_ms + args.warmup.as_millis() as i64;
     let mut gauge = Vec::new();
@@ -774,7 +762,8 @@ struct Load {
 }
 
 impl Load {
-    fn spawn(uri: &str, rate: u64, workers: u64, batch: u64, duration: Duration) -> Self {
+    fn spawn(uri: &str, args: &Args) -> Self {
+        let (rate, workers, batch, duration) = (args.rate, args.workers, args.batch, args.duration);
         let uri = uri.to_owned();
         let started_ms = unix_ms();
         let handle = std::thread::spawn(move || {
