@@ -109,3 +109,44 @@ objectives:\n  rpo: 15m\n  rto: 4h\nsnapshots:\n  schedule: \"0 0 2 * * *\"\nret
     std::fs::write(&path, policy).expect("writing the test policy");
     path
 }
+
+/// Starts `mc-agent run --policy <policy>` with the source and scratch URIs in `MC_SOURCE_URI`
+/// and `MC_SCRATCH_URI` (stderr into `log`), and waits until its `/metrics` on `port` report a
+/// passing scheduled drill (early drills may find nothing restorable yet: the first snapshot
+/// and the capture past its end take a moment). Returns the running agent and those metrics;
+/// panics after 120 s, or if the agent exits, with the metrics and the agent's log.
+pub async fn run_until_a_drill_passes(
+    policy: &Path,
+    source_uri: &str,
+    scratch_uri: &str,
+    port: u16,
+    log: &Path,
+) -> (std::process::Child, String) {
+    let mut agent = std::process::Command::new(crate::workspace_bin("mc-agent"))
+        .args(["run", "--policy"])
+        .arg(policy)
+        .env("MC_SOURCE_URI", source_uri)
+        .env("MC_SCRATCH_URI", scratch_uri)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).expect("create the agent log"))
+        .spawn()
+        .expect("start mc-agent");
+    let started = std::time::Instant::now();
+    loop {
+        let metrics = http_get(port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        if metric_value(&metrics, "mc_drill_last_success") == Some(1.0) {
+            return (agent, metrics);
+        }
+        let exited = agent.try_wait().ok().flatten().is_some();
+        if started.elapsed() > Duration::from_secs(120) || exited {
+            let _ = agent.kill();
+            panic!(
+                "no passing scheduled drill within 120 s (agent exited: {exited}); metrics:\n{metrics}\nagent log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

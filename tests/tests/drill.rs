@@ -310,7 +310,7 @@ async fn drill_passes_reports_and_fails_on_sabotage() {
 /// private source replica set keeps the drill small (the agent backs up every database).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_drill_fires_from_the_policy_and_updates_metrics() {
-    use mc_tests::agent::{free_port, http_get, metric_value};
+    use mc_tests::agent::{free_port, metric_value};
     let source = PrivateReplSet::start(Default::default()).await;
     source
         .node_client(0)
@@ -340,36 +340,14 @@ http:\n  listen: 127.0.0.1:{port}\n"
         &extra,
     );
     let log = dir.path().join("agent.log");
-    let mut agent = std::process::Command::new(workspace_bin("mc-agent"))
-        .args(["run", "--policy"])
-        .arg(&policy_path)
-        .env("MC_SOURCE_URI", source.uri())
-        .env("MC_SCRATCH_URI", scratch.uri())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start mc-agent");
-    // Early drills may find nothing restorable yet (the first snapshot and the capture past its
-    // end take a moment); the condition is a passing drill reported in the metrics.
-    let started = std::time::Instant::now();
-    let passed = loop {
-        let metrics = http_get(port, "/metrics")
-            .map(|(_, b)| b)
-            .unwrap_or_default();
-        if metric_value(&metrics, "mc_drill_last_success") == Some(1.0) {
-            break metrics;
-        }
-        if started.elapsed() > std::time::Duration::from_secs(120)
-            || agent.try_wait().unwrap().is_some()
-        {
-            let _ = agent.kill();
-            panic!(
-                "no passing scheduled drill within 120 s; metrics:\n{metrics}\nagent log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
+    let (mut agent, passed) = mc_tests::agent::run_until_a_drill_passes(
+        &policy_path,
+        &source.uri(),
+        &scratch.uri(),
+        port,
+        &log,
+    )
+    .await;
     assert!(metric_value(&passed, "mc_drills_total").unwrap() >= 1.0);
     assert!(metric_value(&passed, "mc_drill_last_rto_seconds").unwrap() > 0.0);
     let finished = metric_value(&passed, "mc_drill_last_timestamp_seconds").unwrap();

@@ -652,7 +652,7 @@ async fn drills_restore_and_verify_users_and_roles_and_spare_the_scratch_users()
 /// the scratch, verifies them against the source and passes; the stored report says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_drills_restore_users_and_roles_from_the_policy() {
-    use mc_tests::agent::{free_port, http_get, metric_value};
+    use mc_tests::agent::free_port;
     let source = PrivateReplSet::start(Default::default()).await;
     let source_client = source.node_client(0).clone();
     source_client
@@ -687,35 +687,14 @@ http:\n  listen: 127.0.0.1:{port}\n"
     );
     std::fs::write(&policy, text).unwrap();
     let log = dir.path().join("agent.log");
-    let mut agent = std::process::Command::new(workspace_bin("mc-agent"))
-        .args(["run", "--policy"])
-        .arg(&policy)
-        .env("MC_SOURCE_URI", source.uri())
-        .env("MC_SCRATCH_URI", scratch.uri())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start mc-agent");
-    // Early drills may find nothing restorable yet; the condition is a passing drill.
-    let started = std::time::Instant::now();
-    loop {
-        let metrics = http_get(port, "/metrics")
-            .map(|(_, b)| b)
-            .unwrap_or_default();
-        if metric_value(&metrics, "mc_drill_last_success") == Some(1.0) {
-            break;
-        }
-        if started.elapsed() > std::time::Duration::from_secs(120)
-            || agent.try_wait().unwrap().is_some()
-        {
-            let _ = agent.kill();
-            panic!(
-                "no passing scheduled drill within 120 s; metrics:\n{metrics}\nagent log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    let (mut agent, _) = mc_tests::agent::run_until_a_drill_passes(
+        &policy,
+        &source.uri(),
+        &scratch.uri(),
+        port,
+        &log,
+    )
+    .await;
     mc_tests::bench::signal(agent.id(), "TERM").unwrap();
     assert!(agent.wait().unwrap().success());
 
