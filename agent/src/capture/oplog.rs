@@ -315,3 +315,79 @@ pub fn entry_ts(raw: &RawDocument) -> Result<OplogTs, CaptureError> {
 fn source_err(e: mongodb::error::Error) -> CaptureError {
     CaptureError::Source(e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use mongodb::bson::{doc, DateTime};
+
+    use super::*;
+
+    fn entry(t: u32, i: u32) -> mongodb::bson::Document {
+        doc! {
+            "op": "i",
+            "ns": "app.things",
+            "o": {"_id": i as i64, "pad": "x".repeat(i as usize)},
+            "ts": Timestamp { time: t, increment: i },
+            "t": 1i64,
+            "wall": DateTime::from_millis(t as i64 * 1000 + 7),
+        }
+    }
+
+    fn bson_bytes(d: &mongodb::bson::Document) -> Vec<u8> {
+        let mut out = Vec::new();
+        d.to_writer(&mut out).unwrap();
+        out
+    }
+
+    fn reply(batch_field: &str, values: Vec<mongodb::bson::Bson>) -> Bytes {
+        let reply =
+            doc! {"cursor": {batch_field: values, "id": 7i64, "ns": "local.oplog.rs"}, "ok": 1.0};
+        Bytes::from(bson_bytes(&reply))
+    }
+
+    #[test]
+    fn entries_are_the_exact_bytes_of_the_reply_with_their_timestamps() {
+        let docs = [entry(10, 1), entry(10, 2), entry(11, 1)];
+        for field in ["firstBatch", "nextBatch"] {
+            let bytes = reply(field, docs.iter().cloned().map(Into::into).collect());
+            let entries = entries_of_reply(&bytes).unwrap();
+            assert_eq!(entries.len(), 3);
+            for (e, d) in entries.iter().zip(&docs) {
+                assert_eq!(e.raw.as_ref(), bson_bytes(d).as_slice());
+                assert_eq!(e.ts, to_ts(d.get_timestamp("ts").unwrap()));
+                assert_eq!(
+                    e.wall_ms(),
+                    d.get_datetime("wall").unwrap().timestamp_millis()
+                );
+            }
+        }
+        assert!(entries_of_reply(&reply("nextBatch", vec![]))
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn malformed_replies_are_errors_that_say_what_is_wrong() {
+        let err = |bytes: &Bytes| entries_of_reply(bytes).unwrap_err().to_string();
+        let no_cursor = Bytes::from(bson_bytes(&doc! {"ok": 1.0}));
+        assert!(
+            err(&no_cursor).contains("no cursor document"),
+            "{}",
+            err(&no_cursor)
+        );
+        let no_batch = Bytes::from(bson_bytes(&doc! {"cursor": {"id": 0i64}}));
+        assert!(err(&no_batch).contains("nextBatch or firstBatch"));
+        let not_a_doc = reply("nextBatch", vec![5.into()]);
+        assert!(err(&not_a_doc).contains("not a document"));
+        let no_ts = reply("nextBatch", vec![doc! {"op": "n"}.into()]);
+        assert!(err(&no_ts).contains("without a timestamp"));
+        let truncated = Bytes::from(reply("nextBatch", vec![entry(1, 1).into()])[..20].to_vec());
+        assert!(entries_of_reply(&truncated).is_err());
+        // An entry without `wall` reads as 0 rather than failing: it only feeds a metric.
+        let no_wall = reply(
+            "nextBatch",
+            vec![doc! {"op": "n", "ts": Timestamp { time: 1, increment: 1 }}.into()],
+        );
+        assert_eq!(entries_of_reply(&no_wall).unwrap()[0].wall_ms(), 0);
+    }
+}
