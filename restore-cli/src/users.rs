@@ -75,8 +75,17 @@ pub async fn pending(target: &Client) -> Result<UsersAndRolesStats, UsersError> 
 
 /// Merges the staging collections into the target's users and roles, then drops them.
 pub async fn merge(target: &Client) -> Result<UsersAndRolesStats, UsersError> {
-    let admin = target.database("admin");
     let stats = pending(target).await?;
+    merge_pending(target, stats).await
+}
+
+/// [`merge`] for a caller that has already read [`pending`] (`stats`): the merge itself, the
+/// staging dropped, and a warning per user or role the target already had.
+pub async fn merge_pending(
+    target: &Client,
+    stats: UsersAndRolesStats,
+) -> Result<UsersAndRolesStats, UsersError> {
+    let admin = target.database("admin");
     admin
         .run_command(doc! {
             "_mergeAuthzCollections": 1,

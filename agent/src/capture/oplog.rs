@@ -1,6 +1,6 @@
 //! The oplog source: reads `local.oplog.rs` of a replica set with a tailable-await cursor,
-//! entries kept as raw BSON, a few chunks ahead of the capture loop ([`ReadAhead`]), and asks
-//! for the majority commit point.
+//! entries kept as raw BSON, a reply ahead of the capture loop ([`ReadAhead`]), and asks for
+//! the majority commit point.
 //!
 //! Capture reads from one member at a time, through a direct connection to the current primary
 //! ([`OplogSource::primary_node`]), and asks *that same member* for its commit point. A member
@@ -27,9 +27,10 @@ use super::CaptureError;
 /// so the capture loop notices shutdown and seal deadlines promptly.
 const AWAIT: Duration = Duration::from_millis(250);
 
-/// Entries per cursor batch. The server's default fills replies up to 16 MiB, which the driver
-/// then holds twice (the reply and a copy per entry) while catching up; a few thousand entries
-/// (a few MiB of typical oplog) keep that small at the cost of more `getMore` round trips.
+/// Entries per cursor batch. The server's default fills replies up to 16 MiB, which would then
+/// be held twice (the driver's reply and its copy in [`OplogCursor::next_reply`]), twice over
+/// with the read-ahead; a few thousand entries (under 1 MiB of typical oplog) keep that small at
+/// the cost of more `getMore` round trips.
 const BATCH_SIZE: u32 = 2000;
 
 pub fn to_ts(t: Timestamp) -> OplogTs {

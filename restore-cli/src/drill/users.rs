@@ -137,7 +137,9 @@ pub async fn restore(scratch: &Client) -> Result<UsersAndRolesStats, String> {
             .await
             .map_err(|e| format!("recording the drill's users in admin.{MARKER}: {e}"))?;
     }
-    users::merge(scratch).await.map_err(|e| e.to_string())
+    users::merge_pending(scratch, pending)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Every document of a `find`, one error for opening and reading.
