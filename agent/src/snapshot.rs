@@ -425,6 +425,17 @@ pub async fn run_schedule(
                 }
             }
         };
+        // The first snapshot waits until capture is tailing: capture starts at the majority
+        // point it finds, and a snapshot whose start came before that could never be restored
+        // from (its replay would begin before the timeline's first entry).
+        if reason == "first" {
+            while metrics.capturing.load(Relaxed) == 0 {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+                }
+            }
+        }
         if *stop.borrow() {
             return;
         }
