@@ -19,6 +19,7 @@
 //! - [`verify_data`]: `verify-data`, the proof: a restored target against the source at T.
 
 pub mod drill;
+pub mod errors;
 pub mod kafka;
 pub mod load;
 pub mod namespaces;

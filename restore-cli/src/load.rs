@@ -1,6 +1,15 @@
 //! Loading a snapshot into the target: collections created with their options, documents
 //! inserted as the raw BSON the snapshot stored (unordered batches, several collections and
-//! parts at once), indexes built after the data, views last.
+//! parts at once), views last.
+//!
+//! What the source held is what the target gets, whatever the collection's options say now:
+//! - documents are inserted with `bypassDocumentValidation`, since a validator added later
+//!   (`validationLevel: moderate`) may refuse documents the source kept;
+//! - secondary indexes are not built here: they are recorded in the [`TargetCatalog`] and built
+//!   after replay, on the final data (`crate::replay::catalog` says why);
+//! - a capped collection is loaded in the snapshot's natural order, one batch after another, so
+//!   it evicts what the source evicted and keeps its order; the `_id` of its last document is
+//!   recorded for replay ([`TargetCatalog::capped_last`]).
 //!
 //! Memory stays bounded: each part streams from storage through a small channel of batches.
 
@@ -13,14 +22,16 @@ use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
 use mongodb::Client;
 use tokio::sync::mpsc;
 
+use crate::errors::describe;
 use crate::namespaces::is_buckets;
 use crate::plan::{PlannedCollection, RestorePlan};
+use crate::replay::TargetCatalog;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error(transparent)]
     Repo(#[from] mc_core::catalog::RepoError),
-    #[error("{what} on the target failed: {source}")]
+    #[error("{what} on the target failed: {}", describe(.source))]
     Target {
         what: String,
         #[source]
@@ -62,7 +73,25 @@ pub struct LoadStats {
     pub views: u64,
     pub documents: u64,
     pub bytes: u64,
-    pub indexes: u64,
+}
+
+/// What the load leaves for replay and the index builds.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub stats: LoadStats,
+    /// The loaded collections' options and secondary indexes (built after replay), and the
+    /// last document of each capped one.
+    pub catalog: TargetCatalog,
+}
+
+/// What one collection's load returns.
+struct CollectionLoaded {
+    ns: String,
+    options: Document,
+    indexes: Vec<Document>,
+    documents: u64,
+    bytes: u64,
+    last_id: Option<Bson>,
 }
 
 /// Shared progress counters (documents and bytes inserted so far).
@@ -79,14 +108,14 @@ pub async fn load(
     plan: &RestorePlan,
     settings: LoadSettings,
     progress: Arc<LoadProgress>,
-) -> Result<LoadStats, LoadError> {
+) -> Result<Loaded, LoadError> {
     let (views, data): (Vec<_>, Vec<_>) = plan
         .collections
         .iter()
         .cloned()
         .partition(|c| c.entry.kind == "view");
     let snapshot = plan.snapshot.id.clone();
-    let loaded: Vec<(u64, u64, u64)> = futures::stream::iter(data)
+    let loaded: Vec<CollectionLoaded> = futures::stream::iter(data)
         .map(|c| {
             let (repo, target, progress, snapshot) = (
                 repo.clone(),
@@ -99,20 +128,21 @@ pub async fn load(
         .buffer_unordered(settings.collections.max(1))
         .try_collect()
         .await?;
-    let mut stats = LoadStats {
-        collections: loaded.len() as u64,
-        ..LoadStats::default()
-    };
-    for (docs, bytes, indexes) in loaded {
-        stats.documents += docs;
-        stats.bytes += bytes;
-        stats.indexes += indexes;
+    let mut out = Loaded::default();
+    out.stats.collections = loaded.len() as u64;
+    for c in loaded {
+        out.stats.documents += c.documents;
+        out.stats.bytes += c.bytes;
+        out.catalog.loaded(&c.ns, &c.options, c.indexes);
+        if let Some(id) = c.last_id {
+            out.catalog.capped_last.insert(c.ns, id);
+        }
     }
     for v in views {
         create(target, &snapshot, &v).await?;
-        stats.views += 1;
+        out.stats.views += 1;
     }
-    Ok(stats)
+    Ok(out)
 }
 
 /// Creates one collection (or view) with its options.
@@ -145,8 +175,12 @@ async fn load_collection(
     c: PlannedCollection,
     settings: LoadSettings,
     progress: Arc<LoadProgress>,
-) -> Result<(u64, u64, u64), LoadError> {
+) -> Result<CollectionLoaded, LoadError> {
     create(target, snapshot, &c).await?;
+    let options = ext_json_doc(&c.entry.options).unwrap_or_default();
+    // A capped collection keeps the snapshot's order: one part and one batch at a time.
+    let capped = options.get_bool("capped").unwrap_or(false);
+    let parts_at_once = if capped { 1 } else { settings.parts.max(1) };
     let (db, name) = split(&c.target_ns);
     // A time-series collection's documents are its buckets.
     let data_name = if c.entry.kind == "timeseries" && !is_buckets(&c.target_ns) {
@@ -156,7 +190,7 @@ async fn load_collection(
     };
     let coll = target.database(db).collection::<RawDocumentBuf>(&data_name);
     let ns = c.target_ns.clone();
-    let parts: Vec<(u64, u64)> = futures::stream::iter(c.entry.parts.clone())
+    let parts: Vec<(u64, u64, Option<Bson>)> = futures::stream::iter(c.entry.parts.clone())
         .map(|part| {
             let (repo, coll, progress, ns) =
                 (repo.clone(), coll.clone(), progress.clone(), ns.clone());
@@ -172,6 +206,7 @@ async fn load_collection(
                 // Owns the receiver: if inserting fails, the reader sees a closed channel and stops.
                 let insert = async move {
                     let (mut docs, mut bytes) = (0u64, 0u64);
+                    let mut last_id = None;
                     loop {
                         let mut batch = Vec::with_capacity(batch_docs);
                         while batch.len() < batch_docs {
@@ -185,8 +220,15 @@ async fn load_collection(
                         }
                         let n = batch.len() as u64;
                         let b: u64 = batch.iter().map(|d| d.as_bytes().len() as u64).sum();
+                        if capped {
+                            last_id = batch
+                                .last()
+                                .and_then(|d| d.get("_id").ok().flatten())
+                                .and_then(|id| Bson::try_from(id).ok());
+                        }
                         coll.insert_many(batch)
-                            .ordered(false)
+                            .ordered(capped)
+                            .bypass_document_validation(true)
                             .await
                             .map_err(|source| LoadError::Target {
                                 what: format!("inserting into {ns}"),
@@ -197,7 +239,7 @@ async fn load_collection(
                         progress.documents.fetch_add(n, Relaxed);
                         progress.bytes.fetch_add(b, Relaxed);
                     }
-                    Ok::<_, LoadError>((docs, bytes))
+                    Ok::<_, LoadError>((docs, bytes, last_id))
                 };
                 let (read, inserted) = tokio::join!(reader, insert);
                 let counts = inserted?;
@@ -205,12 +247,13 @@ async fn load_collection(
                 Ok::<_, LoadError>(counts)
             }
         })
-        .buffer_unordered(settings.parts.max(1))
+        .buffered(parts_at_once)
         .try_collect()
         .await?;
     let (docs, bytes) = parts
         .iter()
-        .fold((0, 0), |(d, b), (pd, pb)| (d + pd, b + pb));
+        .fold((0, 0), |(d, b), (pd, pb, _)| (d + pd, b + pb));
+    let last_id = parts.into_iter().rev().find_map(|(_, _, id)| id);
     if docs != c.entry.count {
         return Err(LoadError::Snapshot {
             snapshot: snapshot.to_owned(),
@@ -221,23 +264,25 @@ async fn load_collection(
             ),
         });
     }
-    let indexes = build_indexes(target, snapshot, &c).await?;
-    Ok((docs, bytes, indexes))
+    Ok(CollectionLoaded {
+        indexes: index_specs(snapshot, &c)?,
+        ns: c.target_ns,
+        options,
+        documents: docs,
+        bytes,
+        last_id,
+    })
 }
 
-/// Builds the snapshot's indexes (all but `_id_`, which `create` made) after the data.
-async fn build_indexes(
-    target: &Client,
-    snapshot: &str,
-    c: &PlannedCollection,
-) -> Result<u64, LoadError> {
+/// The snapshot's secondary index definitions of one collection (built after replay).
+fn index_specs(snapshot: &str, c: &PlannedCollection) -> Result<Vec<Document>, LoadError> {
     if c.entry.kind != "collection" {
         // Time-series indexes are on the buckets and come with the collection; views have none.
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let mut specs = Vec::new();
     for spec in &c.entry.indexes {
-        let mut spec = ext_json_doc(spec).map_err(|detail| LoadError::Snapshot {
+        let spec = ext_json_doc(spec).map_err(|detail| LoadError::Snapshot {
             snapshot: snapshot.to_owned(),
             ns: c.entry.ns.clone(),
             detail: format!("index definition: {detail}"),
@@ -245,23 +290,9 @@ async fn build_indexes(
         if spec.get_str("name").ok() == Some("_id_") {
             continue;
         }
-        spec.remove("ns");
         specs.push(spec);
     }
-    if specs.is_empty() {
-        return Ok(0);
-    }
-    let n = specs.len() as u64;
-    let (db, name) = split(&c.target_ns);
-    target
-        .database(db)
-        .run_command(doc! {"createIndexes": name, "indexes": specs})
-        .await
-        .map_err(|source| LoadError::Target {
-            what: format!("building indexes of {}", c.target_ns),
-            source,
-        })?;
-    Ok(n)
+    Ok(specs)
 }
 
 fn split(ns: &str) -> (&str, &str) {

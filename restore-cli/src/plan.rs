@@ -6,10 +6,10 @@
 //! snapshot's `start` through the cut; the snapshot's collections in scope.
 
 use mc_core::catalog::{
-    list_snapshots, restorable_windows, Catalog, CollectionEntry, RepoError, Repository,
-    RestorableWindow, SegmentEntry, SnapshotManifest, Timeline,
+    list_sources, CollectionEntry, Coverage, RepoError, Repository, RestorableWindow, SegmentEntry,
+    SnapshotManifest,
 };
-use mc_core::format::{OplogTs, StreamKind};
+use mc_core::format::OplogTs;
 use serde::Serialize;
 
 use crate::namespaces::{NamespaceMap, ROLES_NS, USERS_NS};
@@ -19,6 +19,8 @@ use crate::point::{format_ts, Cut, RestorePoint};
 pub enum PlanError {
     #[error(transparent)]
     Repo(#[from] RepoError),
+    #[error("the repository holds no source {source_id:?}; it holds: {known}. Pass one of them with --source (or fix the policy's source.id)")]
+    UnknownSource { source_id: String, known: String },
     #[error("source {source_id:?} has no complete snapshot in the repository: nothing is restorable until the agent takes one (mc-agent snapshot --policy FILE)")]
     NoSnapshot { source_id: String },
     #[error("source {source_id:?} has no snapshot named {id:?}; `mc-restore list` shows them")]
@@ -76,15 +78,20 @@ impl RestorePlan {
         snapshot_id: Option<&str>,
         namespaces: &NamespaceMap,
     ) -> Result<RestorePlan, PlanError> {
-        let catalog = Catalog::load(repo, source, StreamKind::Oplog).await?;
-        let timeline = Timeline::build(&catalog.segments);
-        let snapshots = list_snapshots(repo, source).await?;
+        let Coverage {
+            catalog,
+            timeline,
+            snapshots,
+            windows,
+        } = Coverage::load(repo, source).await?;
+        if snapshots.is_empty() && catalog.segments.is_empty() {
+            require_known_source(repo, source).await?;
+        }
         if snapshots.is_empty() {
             return Err(PlanError::NoSnapshot {
                 source_id: source.to_owned(),
             });
         }
-        let windows = restorable_windows(&snapshots, &timeline);
         let newest = windows.iter().map(|w| w.to).max();
         let outside = |why: String| PlanError::OutsideWindows {
             source_id: source.to_owned(),
@@ -293,7 +300,11 @@ async fn collection_part_bytes(
         .sum())
 }
 
-fn why_not(cut: &Cut, windows: &[RestorableWindow], timeline: &Timeline) -> String {
+fn why_not(
+    cut: &Cut,
+    windows: &[RestorableWindow],
+    timeline: &mc_core::catalog::Timeline,
+) -> String {
     if let Some(gap) = timeline
         .gaps
         .iter()
@@ -335,4 +346,21 @@ fn describe_windows(windows: &[RestorableWindow]) -> String {
         .map(|(f, t)| format!("{} .. {}", format_ts(*f), format_ts(*t)))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// Fails, naming the sources the repository does hold, when it holds nothing of `source` (a
+/// typo in `--source` must not read as "nothing restorable yet").
+pub async fn require_known_source(repo: &Repository, source: &str) -> Result<(), PlanError> {
+    let known = list_sources(repo).await?;
+    if known.iter().any(|s| s == source) {
+        return Ok(());
+    }
+    Err(PlanError::UnknownSource {
+        source_id: source.to_owned(),
+        known: if known.is_empty() {
+            "none (the repository is empty: is the agent writing to it?)".into()
+        } else {
+            known.join(", ")
+        },
+    })
 }

@@ -1,17 +1,25 @@
-//! A whole restore, phase by phase: prepare the target, load the snapshot, replay the oplog,
-//! and (when asked) merge users and roles.
-//! Each phase is timed; the `RestoreSummary` is what `--json` prints and drills record.
+//! A whole restore, the one path every restore takes (`mc-restore --at`, `mc-restore drill`,
+//! the agent's scheduled drills): prepare the target, load the snapshot, replay the oplog,
+//! build the indexes, (when asked) merge users and roles, then (when asked) reset the Kafka
+//! consumer groups to the same point, or, for a drill, plan that reset without applying it.
+//!
+//! Each phase is timed under one of the names of [`PhaseName`] and reported to an
+//! [`Observer`] as it ends; the `RestoreSummary` is what `--json` prints and drills record.
 
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use mc_core::catalog::Repository;
+use mc_core::format::OplogTs;
 use mongodb::Client;
 use serde::Serialize;
 
+use crate::kafka::{self, KafkaPoint, KafkaResetOptions, KafkaResetReport};
 use crate::load::{load, LoadError, LoadProgress, LoadSettings, LoadStats};
 use crate::namespaces::NamespaceMap;
 use crate::plan::RestorePlan;
+use crate::point::RestorePoint;
 use crate::replay::{replay, ReplayError, ReplaySettings, ReplayStats};
 use crate::target::{prepare, TargetError};
 use crate::users::{UsersAndRolesStats, UsersError};
@@ -26,6 +34,70 @@ pub enum RestoreError {
     Replay(#[from] ReplayError),
     #[error(transparent)]
     Users(#[from] UsersError),
+    #[error("restoring users and roles: {0}")]
+    DrillUsers(String),
+    /// The Kafka reset could not even be planned: nothing was changed, in MongoDB or Kafka.
+    #[error("planning the Kafka consumer-group reset at {point} (nothing was changed in MongoDB or Kafka): {source}")]
+    KafkaPlan {
+        point: String,
+        #[source]
+        source: kafka::KafkaRestoreError,
+    },
+}
+
+impl RestoreError {
+    /// Whether the target was written before the error (a partial restore is there).
+    pub fn target_written(&self) -> bool {
+        !matches!(
+            self,
+            RestoreError::Target(TargetError::NotEmpty { .. })
+                | RestoreError::Target(TargetError::Unreachable { .. })
+                | RestoreError::KafkaPlan { .. }
+        )
+    }
+}
+
+/// The phases of a restore and of a drill, in the order they run. Their names are what
+/// summaries, drill reports and logs show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhaseName {
+    /// Choosing the snapshot and segments (drills time it; `mc-restore` plans before it starts).
+    Plan,
+    /// The target's safety check, and dropping what is in the way with `--drop`.
+    Prepare,
+    /// The snapshot's collections and documents.
+    Load,
+    /// The oplog from the snapshot's start through the cut.
+    Replay,
+    /// Every secondary index, on the final data.
+    Indexes,
+    /// Users and roles merged into the target's.
+    Users,
+    /// A drill's dry run of the Kafka consumer-group reset.
+    KafkaPlan,
+    /// The Kafka consumer-group reset.
+    Kafka,
+    /// A drill's verification against the source.
+    Verify,
+    /// A drill's removal of what it restored.
+    Cleanup,
+}
+
+impl PhaseName {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PhaseName::Plan => "plan",
+            PhaseName::Prepare => "prepare",
+            PhaseName::Load => "load",
+            PhaseName::Replay => "replay",
+            PhaseName::Indexes => "indexes",
+            PhaseName::Users => "users",
+            PhaseName::KafkaPlan => "kafka-plan",
+            PhaseName::Kafka => "kafka",
+            PhaseName::Verify => "verify",
+            PhaseName::Cleanup => "cleanup",
+        }
+    }
 }
 
 /// One phase's figures.
@@ -33,6 +105,31 @@ pub enum RestoreError {
 pub struct Phase {
     pub name: &'static str,
     pub seconds: f64,
+}
+
+/// Told of each phase as it starts and ends (a progress display, a drill's clock).
+pub trait Observer: Send + Sync {
+    fn phase_started(&self, _phase: PhaseName) {}
+    fn phase_done(&self, _phase: PhaseName, _seconds: f64) {}
+}
+
+/// An observer that only logs.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// Counters a display can read while a restore runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Documents and bytes inserted by the load.
+    pub load: Arc<LoadProgress>,
+    /// Oplog entries read by replay.
+    pub entries: AtomicU64,
+}
+
+/// The Kafka step of a restore.
+#[derive(Debug, Clone)]
+pub struct KafkaStep {
+    pub options: KafkaResetOptions,
 }
 
 /// What a restore did.
@@ -44,11 +141,30 @@ pub struct RestoreSummary {
     pub dropped: Vec<String>,
     pub load: LoadStats,
     pub replay: ReplayStats,
+    /// Secondary indexes built after replay.
+    pub indexes: u64,
+    /// The newest oplog entry applied: the restored state is the source's just after it.
+    #[serde(skip)]
+    pub restored_to: OplogTs,
     /// Users and roles merged into the target's (`--restore-users-and-roles` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub users_and_roles: Option<UsersAndRolesStats>,
+    /// The Kafka reset (or, for a drill, its dry run): `None` without Kafka.
+    #[serde(skip)]
+    pub kafka: Option<Result<KafkaResetReport, KafkaFailure>>,
     pub phases: Vec<Phase>,
     pub seconds: f64,
+}
+
+/// How users and roles are merged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UsersMerge {
+    /// Into the target's, leaving what it has (`mc-restore --restore-users-and-roles`).
+    #[default]
+    Merge,
+    /// As [`UsersMerge::Merge`], recording what was added so a drill's cleanup removes exactly
+    /// that; users and roles an earlier drill left are removed first.
+    Recorded,
 }
 
 /// Options of a restore run beyond the plan.
@@ -57,60 +173,240 @@ pub struct RestoreOptions {
     pub drop: bool,
     pub load: LoadSettings,
     pub replay: ReplaySettings,
+    pub users: UsersMerge,
+    /// Reset Kafka consumer groups to the same point afterwards (with `dry_run` in its options:
+    /// only plan the reset, as drills do).
+    pub kafka: Option<KafkaStep>,
 }
 
-/// Restores `plan` into `target`. Progress is reported through `load_progress` and
-/// `on_entry` (entries read by replay).
+/// Why the Kafka part of a restore failed after MongoDB was restored, and exactly how far it
+/// got.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KafkaFailure {
+    /// The error, one line.
+    pub error: String,
+    /// Groups committed and read back before the error.
+    pub reset: Vec<String>,
+    /// Groups left as they were (the plan's groups, or the patterns when planning failed).
+    pub not_reset: Vec<String>,
+    /// The `mc-restore kafka-offsets` command that resets the groups not reset (filled in by
+    /// the command line, which knows how it was called).
+    pub retry: String,
+}
+
+/// The Kafka point of a restore: the same as MongoDB's; `latest` is pinned to the newest oplog
+/// entry the restore applies, so the offsets are never newer than the restored database and a
+/// retry (`kafka-offsets --at ts:…`) selects the same capture.
+pub fn kafka_point(plan: &RestorePlan, point: RestorePoint) -> RestorePoint {
+    match point {
+        RestorePoint::Latest => RestorePoint::Exact(plan.cut.bound),
+        other => other,
+    }
+}
+
+/// Times phases and tells the observer.
+struct Clock<'a> {
+    observer: &'a dyn Observer,
+    started: Instant,
+    lap: Instant,
+    phases: Vec<Phase>,
+}
+
+impl Clock<'_> {
+    fn start(&mut self, name: PhaseName) {
+        self.lap = Instant::now();
+        self.observer.phase_started(name);
+    }
+
+    fn done(&mut self, name: PhaseName) {
+        let seconds = self.lap.elapsed().as_secs_f64();
+        tracing::info!(phase = name.as_str(), seconds, "phase done");
+        self.phases.push(Phase {
+            name: name.as_str(),
+            seconds,
+        });
+        self.observer.phase_done(name, seconds);
+    }
+}
+
+/// Restores `plan` into `target`, then resets or plans Kafka as `options.kafka` asks.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     repo: &Repository,
     target: &Client,
     plan: &RestorePlan,
+    point: RestorePoint,
     map: &NamespaceMap,
     options: &RestoreOptions,
-    load_progress: Arc<LoadProgress>,
-    on_entry: impl Fn(u64) + Send + Sync + 'static,
+    progress: Arc<Progress>,
+    observer: &dyn Observer,
 ) -> Result<RestoreSummary, RestoreError> {
-    let started = Instant::now();
-    let mut phases = Vec::new();
-    let mut clock = Instant::now();
-    let mut lap = |name: &'static str, phases: &mut Vec<Phase>| {
-        phases.push(Phase {
-            name,
-            seconds: clock.elapsed().as_secs_f64(),
-        });
-        tracing::info!(
-            phase = name,
-            seconds = clock.elapsed().as_secs_f64(),
-            "phase done"
-        );
-        clock = Instant::now();
+    let now = Instant::now();
+    let mut clock = Clock {
+        observer,
+        started: now,
+        lap: now,
+        phases: Vec::new(),
     };
+    let kafka_at = kafka_point(plan, point);
+    // Planned before MongoDB is touched (read-only in Kafka too): no offsets at T, a pattern
+    // matching no recorded group, an unreachable cluster or a missing partition fail here.
+    if let Some(step) = options.kafka.as_ref().filter(|s| !s.options.dry_run) {
+        kafka::plan(
+            repo,
+            &plan.source,
+            KafkaPoint::from(kafka_at),
+            &step.options,
+        )
+        .await
+        .map_err(|source| RestoreError::KafkaPlan {
+            point: kafka_at.to_string(),
+            source,
+        })?;
+    }
 
+    clock.start(PhaseName::Prepare);
     let dropped = prepare(target, map, options.drop).await?;
     if map.users_and_roles() {
-        crate::users::clear_staging(target).await?;
+        match options.users {
+            UsersMerge::Merge => crate::users::clear_staging(target).await?,
+            UsersMerge::Recorded => {
+                let removed = crate::users::remove_added(target)
+                    .await
+                    .map_err(RestoreError::DrillUsers)?;
+                if !removed.is_empty() {
+                    tracing::info!(removed = %removed.join(", "), "users and roles an earlier drill left on the target removed");
+                }
+            }
+        }
     }
-    lap("prepare", &mut phases);
-    let load_stats = load(repo, target, plan, options.load, load_progress).await?;
-    lap("load", &mut phases);
-    let replay_stats = replay(repo, target, plan, map, options.replay, on_entry).await?;
-    lap("replay", &mut phases);
+    clock.done(PhaseName::Prepare);
+
+    clock.start(PhaseName::Load);
+    let loaded = load(repo, target, plan, options.load, progress.load.clone()).await?;
+    clock.done(PhaseName::Load);
+
+    clock.start(PhaseName::Replay);
+    let mut catalog = loaded.catalog;
+    let entries = progress.clone();
+    let replay_stats = replay(
+        repo,
+        target,
+        plan,
+        map,
+        options.replay,
+        &mut catalog,
+        move |n| {
+            if n % 1024 == 0 {
+                entries
+                    .entries
+                    .store(n, std::sync::atomic::Ordering::Relaxed);
+            }
+        },
+    )
+    .await?;
+    clock.done(PhaseName::Replay);
+
+    clock.start(PhaseName::Indexes);
+    let indexes = catalog
+        .build_indexes(target)
+        .await
+        .map_err(ReplayError::from)?;
+    clock.done(PhaseName::Indexes);
+
     let users_and_roles = if map.users_and_roles() {
-        let merged = crate::users::merge(target).await?;
-        lap("users", &mut phases);
+        clock.start(PhaseName::Users);
+        let merged = match options.users {
+            UsersMerge::Merge => crate::users::merge(target).await?,
+            UsersMerge::Recorded => crate::users::merge_recording(target)
+                .await
+                .map_err(RestoreError::DrillUsers)?,
+        };
+        clock.done(PhaseName::Users);
         Some(merged)
     } else {
         None
     };
+
+    let kafka = match &options.kafka {
+        Some(step) if step.options.dry_run => {
+            clock.start(PhaseName::KafkaPlan);
+            let planned = kafka::plan(
+                repo,
+                &plan.source,
+                KafkaPoint::from(kafka_at),
+                &step.options,
+            )
+            .await
+            .map(|plan| KafkaResetReport {
+                dry_run: true,
+                plan,
+                committed: 0,
+            })
+            .map_err(|e| KafkaFailure {
+                error: e.to_string(),
+                reset: Vec::new(),
+                not_reset: step.options.groups.clone(),
+                retry: String::new(),
+            });
+            clock.done(PhaseName::KafkaPlan);
+            Some(planned)
+        }
+        Some(step) => {
+            clock.start(PhaseName::Kafka);
+            let reset = reset_kafka(repo, &plan.source, kafka_at, &step.options).await;
+            clock.done(PhaseName::Kafka);
+            Some(reset)
+        }
+        None => None,
+    };
+
     Ok(RestoreSummary {
         source: plan.source.clone(),
         point: plan.point.clone(),
         snapshot: plan.snapshot.id.clone(),
         dropped,
-        load: load_stats,
+        load: loaded.stats,
+        restored_to: replay_stats.last_applied.unwrap_or(plan.replay_after),
         replay: replay_stats,
+        indexes,
         users_and_roles,
-        phases,
-        seconds: started.elapsed().as_secs_f64(),
+        kafka,
+        phases: clock.phases,
+        seconds: clock.started.elapsed().as_secs_f64(),
     })
+}
+
+/// Re-plans against the cluster as it is now (the MongoDB restore may have taken hours) and
+/// commits, recording which groups were reset.
+async fn reset_kafka(
+    repo: &Repository,
+    source: &str,
+    point: RestorePoint,
+    options: &KafkaResetOptions,
+) -> Result<KafkaResetReport, KafkaFailure> {
+    let plan = kafka::plan(repo, source, KafkaPoint::from(point), options)
+        .await
+        .map_err(|e| KafkaFailure {
+            error: e.to_string(),
+            reset: Vec::new(),
+            not_reset: options.groups.clone(),
+            retry: String::new(),
+        })?;
+    let groups: Vec<String> = plan.groups.iter().map(|g| g.group.clone()).collect();
+    let reset = Arc::new(Mutex::new(Vec::new()));
+    kafka::apply_recording(plan, options, reset.clone())
+        .await
+        .map_err(|e| {
+            let reset = reset
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            KafkaFailure {
+                error: e.to_string(),
+                not_reset: groups.into_iter().filter(|g| !reset.contains(g)).collect(),
+                reset,
+                retry: String::new(),
+            }
+        })
 }

@@ -12,6 +12,8 @@
 //! reported; nothing else of the target's is removed. The staging collections are dropped
 //! afterwards.
 
+use std::collections::BTreeSet;
+
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::Client;
@@ -45,8 +47,7 @@ pub async fn clear_staging(target: &Client) -> Result<(), UsersError> {
         match target.database(db).run_command(doc! {"drop": coll}).await {
             Ok(_) => {}
             // NamespaceNotFound: nothing to clear.
-            Err(e) if matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 26) =>
-                {}
+            Err(e) if crate::errors::code_of(&e) == Some(crate::errors::NAMESPACE_NOT_FOUND) => {}
             Err(source) => {
                 return Err(UsersError {
                     what: format!("dropping {ns}"),
@@ -151,4 +152,106 @@ async fn staged_and_existing(
         .filter_map(|id| id.as_str().map(str::to_owned))
         .collect();
     Ok((names, existing))
+}
+
+/// A drill's record (collection of `admin` on its scratch target) of the users and roles it
+/// added: only those are removed by its cleanup or by the next drill.
+pub const MARKER: &str = "mc_drill_authz";
+
+/// The users (`db.name`) the drill's own connection is authenticated as: never removed.
+async fn connected_as(scratch: &Client) -> Result<BTreeSet<String>, String> {
+    let status = scratch
+        .database("admin")
+        .run_command(doc! {"connectionStatus": 1})
+        .await
+        .map_err(|e| format!("connectionStatus on the scratch target: {e}"))?;
+    Ok(status
+        .get_document("authInfo")
+        .and_then(|a| a.get_array("authenticatedUsers"))
+        .map(|users| {
+            users
+                .iter()
+                .filter_map(Bson::as_document)
+                .filter_map(|u| {
+                    Some(format!(
+                        "{}.{}",
+                        u.get_str("db").ok()?,
+                        u.get_str("user").ok()?
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Removes the users and roles earlier drills added (recorded in [`MARKER`]) and the staging
+/// collections an interrupted restore left. Returns what was removed.
+pub async fn remove_added(scratch: &Client) -> Result<Vec<String>, String> {
+    let admin = scratch.database("admin");
+    let recorded: Vec<Document> = async {
+        admin
+            .collection::<Document>(MARKER)
+            .find(doc! {})
+            .sort(doc! {"kind": -1, "_id": 1}) // users before the roles they may hold
+            .await?
+            .try_collect()
+            .await
+    }
+    .await
+    .map_err(|e| format!("reading admin.{MARKER} on the scratch target: {e}"))?;
+    let me = connected_as(scratch).await?;
+    let mut removed = Vec::new();
+    for entry in &recorded {
+        let (Ok(id), Ok(kind)) = (entry.get_str("_id"), entry.get_str("kind")) else {
+            continue;
+        };
+        let Some((db, name)) = id.split_once('.') else {
+            continue;
+        };
+        if kind == "user" && me.contains(id) {
+            tracing::warn!(user = %id, "the drill connects as a user an earlier drill restored: left on the scratch target");
+            continue;
+        }
+        let (command, missing) = match kind {
+            "user" => (doc! {"dropUser": name}, crate::errors::USER_NOT_FOUND),
+            _ => (doc! {"dropRole": name}, crate::errors::ROLE_NOT_FOUND),
+        };
+        match scratch.database(db).run_command(command).await {
+            Ok(_) => removed.push(id.to_owned()),
+            Err(e) if crate::errors::code_of(&e) == Some(missing) => {}
+            Err(e) => return Err(format!("removing {kind} {id} from the scratch target: {e}")),
+        }
+    }
+    admin
+        .collection::<Document>(MARKER)
+        .drop()
+        .await
+        .map_err(|e| format!("dropping admin.{MARKER} on the scratch target: {e}"))?;
+    clear_staging(scratch).await.map_err(|e| e.to_string())?;
+    Ok(removed)
+}
+
+/// [`merge`] for a drill: records first, in [`MARKER`], which users and roles it adds, so
+/// [`remove_added`] can take exactly those away again.
+pub async fn merge_recording(scratch: &Client) -> Result<UsersAndRolesStats, String> {
+    let pending = pending(scratch).await.map_err(|e| e.to_string())?;
+    let added = |all: &[String], kept: &[String], kind: &str| -> Vec<Document> {
+        all.iter()
+            .filter(|id| !kept.contains(id))
+            .map(|id| doc! {"_id": id, "kind": kind})
+            .collect()
+    };
+    let mut marks = added(&pending.users, &pending.kept_existing_users, "user");
+    marks.extend(added(&pending.roles, &pending.kept_existing_roles, "role"));
+    if !marks.is_empty() {
+        scratch
+            .database("admin")
+            .collection::<Document>(MARKER)
+            .insert_many(marks)
+            .await
+            .map_err(|e| format!("recording the drill's users in admin.{MARKER}: {e}"))?;
+    }
+    merge_pending(scratch, pending)
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -38,9 +38,7 @@ use crate::target::{self, TargetError};
 use mc_core::format::OplogTs;
 
 /// Server error codes that matter here.
-const SNAPSHOT_TOO_OLD: i32 = 239;
-const SNAPSHOT_UNAVAILABLE: i32 = 246;
-const NAMESPACE_NOT_FOUND: i32 = 26;
+use crate::errors::{NAMESPACE_NOT_FOUND, SNAPSHOT_TOO_OLD, SNAPSHOT_UNAVAILABLE};
 
 /// Why verify-data could not produce a report (exit 1). A mismatch is not an error: it is in
 /// the [`DataReport`].

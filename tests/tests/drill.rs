@@ -132,14 +132,7 @@ async fn drill_passes_reports_and_fails_on_sabotage() {
     );
     assert_eq!(
         drill_phases(&report),
-        [
-            "plan",
-            "prepare",
-            "load+index",
-            "replay",
-            "verify",
-            "cleanup"
-        ]
+        ["plan", "prepare", "load", "replay", "indexes", "verify", "cleanup"]
     );
     let checks = report["verification"].as_array().unwrap();
     let candidates = checks

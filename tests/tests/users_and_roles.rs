@@ -506,15 +506,7 @@ async fn drills_restore_and_verify_users_and_roles_and_spare_the_scratch_users()
     assert_eq!(report["verdict"], "pass", "{report:#}");
     assert_eq!(
         drill_phases(&report),
-        [
-            "plan",
-            "prepare",
-            "load+index",
-            "replay",
-            "users",
-            "verify",
-            "cleanup"
-        ]
+        ["plan", "prepare", "load", "replay", "indexes", "users", "verify", "cleanup"]
     );
     let users = check(&report, "admin.system.users");
     assert_eq!(users["method"], "source-at-T", "{report:#}");

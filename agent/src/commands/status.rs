@@ -5,8 +5,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use mc_core::catalog::{list_snapshots, restorable_windows, Catalog, Repository, Timeline};
-use mc_core::format::StreamKind;
+use mc_core::catalog::{Coverage, Repository};
 use mc_core::policy::Policy;
 
 pub async fn run(policy_path: &Path, json: bool) -> anyhow::Result<()> {
@@ -16,13 +15,16 @@ pub async fn run(policy_path: &Path, json: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening repository {url}"))?;
     let source = &policy.source.id;
-    let catalog = Catalog::load(&repo, source, StreamKind::Oplog).await?;
-    let timeline = Timeline::build(&catalog.segments);
+    let Coverage {
+        catalog,
+        timeline,
+        snapshots,
+        windows,
+    } = Coverage::load(&repo, source).await?;
     let now = chrono::Utc::now().timestamp();
     let lag = timeline.newest().map(|ts| now - i64::from(ts.t));
     let bytes: u64 = catalog.segments.iter().map(|s| s.size).sum();
-    let snapshots = list_snapshots(&repo, source).await?;
-    let windows: Vec<(String, u32, u32)> = restorable_windows(&snapshots, &timeline)
+    let windows: Vec<(String, u32, u32)> = windows
         .into_iter()
         .map(|w| (w.snapshot, w.from.t, w.to.t))
         .collect();

@@ -27,7 +27,8 @@ use crate::storage::{ObjectStore, PutSource, RepoUrl, StorageError};
 
 pub use index::{Catalog, SegmentEntry};
 pub use snapshots::{
-    list_snapshots, restorable_windows, CollectionEntry, RestorableWindow, SnapshotManifest,
+    list_snapshots, restorable_windows, CollectionEntry, Coverage, RestorableWindow,
+    SnapshotManifest,
 };
 pub use timeline::{Gap, Run, Timeline};
 pub use verify::{verify, ObjectReport, Verdict, VerifyReport};

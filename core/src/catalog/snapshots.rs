@@ -137,3 +137,35 @@ pub fn restorable_windows(
         })
         .collect()
 }
+
+/// What a source can be restored to, read once: its oplog catalog and timeline, its complete
+/// snapshots and the restorable windows they give. Planning, listing, status and drills all
+/// start here.
+#[derive(Debug, Clone)]
+pub struct Coverage {
+    pub catalog: super::Catalog,
+    pub timeline: super::Timeline,
+    /// Complete snapshots, oldest first.
+    pub snapshots: Vec<SnapshotManifest>,
+    pub windows: Vec<RestorableWindow>,
+}
+
+impl Coverage {
+    pub async fn load(repo: &Repository, source: &str) -> Result<Self, RepoError> {
+        let catalog = super::Catalog::load(repo, source, StreamKind::Oplog).await?;
+        let timeline = super::Timeline::build(&catalog.segments);
+        let snapshots = list_snapshots(repo, source).await?;
+        let windows = restorable_windows(&snapshots, &timeline);
+        Ok(Self {
+            catalog,
+            timeline,
+            snapshots,
+            windows,
+        })
+    }
+
+    /// The newest restorable point, if any window exists.
+    pub fn newest_restorable(&self) -> Option<OplogTs> {
+        self.windows.iter().map(|w| w.to).max()
+    }
+}

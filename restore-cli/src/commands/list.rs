@@ -1,19 +1,24 @@
 //! `mc-restore list`: what a source can be restored to: snapshots, restorable windows, gaps in
 //! the oplog timeline, and the newest restorable time.
 
-use mc_core::catalog::{list_snapshots, restorable_windows, Catalog, Timeline};
+use mc_core::catalog::Coverage;
 use mc_core::cli::SourceOpts;
-use mc_core::format::StreamKind;
 use mc_restore::plan::captured_users_and_roles;
 use mc_restore::point::format_ts;
 
 pub async fn run(opts: &SourceOpts, json: bool) -> anyhow::Result<()> {
     let (repo, source) = opts.open().await?;
-    let catalog = Catalog::load(&repo, &source, StreamKind::Oplog).await?;
-    let timeline = Timeline::build(&catalog.segments);
-    let snapshots = list_snapshots(&repo, &source).await?;
-    let windows = restorable_windows(&snapshots, &timeline);
-    let newest = windows.iter().map(|w| w.to).max();
+    let coverage = Coverage::load(&repo, &source).await?;
+    if coverage.snapshots.is_empty() && coverage.catalog.segments.is_empty() {
+        mc_restore::plan::require_known_source(&repo, &source).await?;
+    }
+    let newest = coverage.newest_restorable();
+    let Coverage {
+        timeline,
+        snapshots,
+        windows,
+        ..
+    } = coverage;
     let kafka = mc_restore::kafka::coverage(&repo, &source).await?;
     if json {
         let out = serde_json::json!({

@@ -6,19 +6,19 @@
 
 use std::io::IsTerminal;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use mc_core::cli::SourceOpts;
-use mc_restore::kafka::{self, KafkaPoint, KafkaResetOptions, KafkaResetReport};
-use mc_restore::load::{LoadProgress, LoadSettings};
+use mc_restore::kafka::{self, KafkaPoint, KafkaResetReport};
+use mc_restore::load::LoadSettings;
 use mc_restore::plan::RestorePlan;
 use mc_restore::point::{format_ts, RestorePoint};
 use mc_restore::replay::ReplaySettings;
-use mc_restore::restore::{self, RestoreOptions};
+use mc_restore::restore::{self, KafkaStep, Progress, RestoreOptions, UsersMerge};
 use mc_restore::target;
 
 use super::kafka_offsets;
@@ -153,33 +153,22 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
     let plan = RestorePlan::build(&repo, &source, point, args.snapshot.as_deref(), &map)
         .await
         .with_context(|| format!("planning the restore of source {source}"))?;
-    // The Kafka point: the same as MongoDB's; `latest` is pinned to the newest oplog entry the
-    // restore applies, so the offsets are never newer than the restored database and a retry
-    // (`kafka-offsets --at ts:…`) selects the same capture.
-    let kafka_point = match point {
-        RestorePoint::Latest => RestorePoint::Exact(plan.cut.bound),
-        other => other,
-    };
-    // Planned before MongoDB is touched (read-only in Kafka too): no offsets at T, a pattern
-    // matching no recorded group, an unreachable cluster or a missing partition fail here.
-    let kafka_plan = match &kafka_options {
-        Some(options) => Some(
-            kafka::plan(&repo, &source, KafkaPoint::from(kafka_point), options)
-                .await
-                .with_context(|| {
-                    format!(
-                        "planning the Kafka consumer-group reset at {kafka_point} (nothing was changed in MongoDB or Kafka)"
-                    )
-                })?,
-        ),
-        None => None,
-    };
+    let kafka_point = restore::kafka_point(&plan, point);
     if args.dry_run {
-        let kafka_report = kafka_plan.map(|plan| KafkaResetReport {
-            dry_run: true,
-            plan,
-            committed: 0,
-        });
+        // Planned read-only, in Kafka too: no offsets at T, a pattern matching no recorded
+        // group, an unreachable cluster or a missing partition fail here.
+        let kafka_report = match &kafka_options {
+            Some(options) => Some(KafkaResetReport {
+                dry_run: true,
+                plan: kafka::plan(&repo, &source, KafkaPoint::from(kafka_point), options)
+                    .await
+                    .with_context(|| {
+                        format!("planning the Kafka consumer-group reset at {kafka_point}")
+                    })?,
+                committed: 0,
+            }),
+            None => None,
+        };
         if args.json {
             let mut value = serde_json::to_value(&plan)?;
             if let (Some(report), Some(object)) = (&kafka_report, value.as_object_mut()) {
@@ -220,12 +209,14 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         plan.ops_upper_bound,
         "replay {bar:30} {pos}/{len} oplog entries {per_sec} {eta}",
     );
-    let progress = Arc::new(LoadProgress::default());
+    let progress = Arc::new(Progress::default());
     let ticker = {
-        let (progress, load_bar) = (progress.clone(), load_bar.clone());
+        let (progress, load_bar, replay_bar) =
+            (progress.clone(), load_bar.clone(), replay_bar.clone());
         tokio::spawn(async move {
             loop {
-                load_bar.set_position(progress.documents.load(Relaxed));
+                load_bar.set_position(progress.load.documents.load(Relaxed));
+                replay_bar.set_position(progress.entries.load(Relaxed));
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
@@ -243,41 +234,52 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
                 None => target::replay_workers(&client).await,
             },
         },
+        users: UsersMerge::Merge,
+        kafka: kafka_options.clone().map(|options| KafkaStep { options }),
     };
-    let rb = replay_bar.clone();
-    let result = restore::run(&repo, &client, &plan, &map, &options, progress, move |n| {
-        if n % 1024 == 0 {
-            rb.set_position(n);
-        }
-    })
+    let result = restore::run(
+        &repo,
+        &client,
+        &plan,
+        point,
+        &map,
+        &options,
+        progress,
+        &restore::Quiet,
+    )
     .await;
     ticker.abort();
     load_bar.finish_and_clear();
     replay_bar.finish_and_clear();
-    let summary = result.with_context(|| {
-        format!(
-            "restore of source {source} to {} into {} did not complete; the target holds a partial restore: re-run with --drop",
-            plan.point,
-            target::redact(uri)
-        )
+    let summary = result.map_err(|e| {
+        let context = if e.target_written() {
+            format!(
+                "restore of source {source} to {} into {} did not complete; the target holds a partial restore: re-run with --drop",
+                plan.point,
+                target::redact(uri)
+            )
+        } else {
+            format!(
+                "restore of source {source} to {} into {} refused; nothing was written",
+                plan.point,
+                target::redact(uri)
+            )
+        };
+        anyhow::Error::new(e).context(context)
     })?;
-    let kafka = match &kafka_options {
-        Some(options) => Some(
-            reset_kafka(&repo, &source, kafka_point, options)
-                .await
-                .map_err(|mut failure| {
-                    failure.retry = kafka_offsets::command_line(
-                        &kafka_point.to_string(),
-                        &failure.not_reset,
-                        options,
-                        &args.source,
-                        &source,
-                        &args.kafka_security,
-                    );
-                    failure
-                }),
-        ),
-        None => None,
+    let kafka = match (&kafka_options, summary.kafka.clone()) {
+        (Some(options), Some(result)) => Some(result.map_err(|mut failure| {
+            failure.retry = kafka_offsets::command_line(
+                &kafka_point.to_string(),
+                &failure.not_reset,
+                options,
+                &args.source,
+                &source,
+                &args.kafka_security,
+            );
+            failure
+        })),
+        _ => None,
     };
     if args.json {
         let mut value = serde_json::to_value(&summary)?;
@@ -375,56 +377,6 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         }
         _ => Ok(0),
     }
-}
-
-/// Why the Kafka part of a combined restore failed, and exactly how far it got.
-#[derive(Debug, serde::Serialize)]
-struct KafkaFailure {
-    /// The error, one line.
-    error: String,
-    /// Groups committed and read back before the error.
-    reset: Vec<String>,
-    /// Groups left as they were (the plan's groups, or the patterns when planning failed).
-    not_reset: Vec<String>,
-    /// The `mc-restore kafka-offsets` command that resets the groups not reset.
-    retry: String,
-}
-
-/// Re-plans against the cluster as it is now (the MongoDB restore may have taken hours) and
-/// commits, recording which groups were reset.
-async fn reset_kafka(
-    repo: &mc_core::catalog::Repository,
-    source: &str,
-    point: RestorePoint,
-    options: &KafkaResetOptions,
-) -> Result<KafkaResetReport, KafkaFailure> {
-    let plan = match kafka::plan(repo, source, KafkaPoint::from(point), options).await {
-        Ok(plan) => plan,
-        Err(e) => {
-            return Err(KafkaFailure {
-                error: e.to_string(),
-                reset: Vec::new(),
-                not_reset: options.groups.clone(),
-                retry: String::new(),
-            })
-        }
-    };
-    let groups: Vec<String> = plan.groups.iter().map(|g| g.group.clone()).collect();
-    let reset = Arc::new(Mutex::new(Vec::new()));
-    kafka::apply_recording(plan, options, reset.clone())
-        .await
-        .map_err(|e| {
-            let reset = reset
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone();
-            KafkaFailure {
-                error: e.to_string(),
-                not_reset: groups.into_iter().filter(|g| !reset.contains(g)).collect(),
-                reset,
-                retry: String::new(),
-            }
-        })
 }
 
 fn list_or_none(groups: &[String]) -> String {

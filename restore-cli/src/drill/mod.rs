@@ -13,19 +13,17 @@ pub mod users;
 
 use std::time::Instant;
 
-use mc_core::catalog::{list_snapshots, restorable_windows, Catalog, Repository, Timeline};
+use mc_core::catalog::{Coverage, Repository};
 use mc_core::format::{SegmentSpec, StreamKind};
 use mongodb::bson::doc;
 use mongodb::Client;
 use serde_json::json;
 
-use crate::load::{load, LoadProgress};
 use crate::namespaces::NamespaceMap;
 use crate::namespaces::{ROLES_NS, USERS_NS};
 use crate::plan::{PlanError, RestorePlan};
 use crate::point::{format_ts, RestorePoint};
-use crate::replay::replay;
-use crate::restore::RestoreOptions;
+use crate::restore::{self, KafkaStep, Observer, PhaseName, RestoreOptions, UsersMerge};
 use crate::target;
 use crate::verify_data;
 use report::{DrillReport, NamespaceCheck, Objective, PhaseTiming, Verdict, Volumes};
@@ -160,21 +158,51 @@ pub async fn read_report(repo: &Repository, key: &str) -> Result<DrillReport, St
     serde_json::from_slice(record).map_err(|e| format!("{key}: {e}"))
 }
 
-/// Phase clock: each lap records a phase from the drill's start.
+/// The drill's clock: every phase, the restore's own among them, from the drill's start.
 struct Clock {
     start: Instant,
     lap: Instant,
+    phases: std::sync::Mutex<Vec<PhaseTiming>>,
 }
 
 impl Clock {
-    fn phase(&mut self, name: &str, report: &mut DrillReport) {
+    fn new() -> Self {
         let now = Instant::now();
-        report.phases.push(PhaseTiming {
-            name: name.to_owned(),
-            start_seconds: (self.lap - self.start).as_secs_f64(),
-            seconds: (now - self.lap).as_secs_f64(),
-        });
+        Self {
+            start: now,
+            lap: now,
+            phases: Default::default(),
+        }
+    }
+
+    /// Records the phase that ran since the last one ended.
+    fn phase(&mut self, name: PhaseName) {
+        let now = Instant::now();
+        self.push(
+            name,
+            (self.lap - self.start).as_secs_f64(),
+            (now - self.lap).as_secs_f64(),
+        );
         self.lap = now;
+    }
+
+    fn push(&self, name: PhaseName, start_seconds: f64, seconds: f64) {
+        self.phases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(PhaseTiming {
+                name: name.as_str().to_owned(),
+                start_seconds,
+                seconds,
+            });
+    }
+}
+
+/// The restore's phases, as they end, on the drill's clock.
+impl Observer for Clock {
+    fn phase_done(&self, phase: PhaseName, seconds: f64) {
+        let start = Instant::now().duration_since(self.start).as_secs_f64() - seconds;
+        self.push(phase, start, seconds);
     }
 }
 
@@ -183,30 +211,33 @@ async fn drill(
     o: &DrillOptions,
     report: &mut DrillReport,
 ) -> Result<(), String> {
-    let now = Instant::now();
-    let mut clock = Clock {
-        start: now,
-        lap: now,
-    };
+    let mut clock = Clock::new();
+    let result = drill_phases(repo, o, report, &mut clock).await;
+    report.phases = std::mem::take(
+        &mut *clock
+            .phases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    result
+}
 
+async fn drill_phases(
+    repo: &Repository,
+    o: &DrillOptions,
+    report: &mut DrillReport,
+    clock: &mut Clock,
+) -> Result<(), String> {
     // RPO at drill time: how far the newest restorable point trails now.
-    let catalog = Catalog::load(repo, &o.source_id, StreamKind::Oplog)
+    let coverage = Coverage::load(repo, &o.source_id)
         .await
         .map_err(|e| e.to_string())?;
-    let timeline = Timeline::build(&catalog.segments);
-    let snapshots = list_snapshots(repo, &o.source_id)
-        .await
-        .map_err(|e| e.to_string())?;
-    let newest = restorable_windows(&snapshots, &timeline)
-        .iter()
-        .map(|w| w.to)
-        .max();
-    if let Some(newest) = newest {
+    if let Some(newest) = coverage.newest_restorable() {
         let lag = (chrono::Utc::now().timestamp() - i64::from(newest.t)).max(0) as f64;
         report.rpo.measured_seconds = Some(lag);
         report.rpo.met = lag <= o.rpo_seconds;
     }
-    report.volumes.full_snapshot_bytes = snapshots.last().map(|s| s.bytes()).unwrap_or(0);
+    report.volumes.full_snapshot_bytes = coverage.snapshots.last().map(|s| s.bytes()).unwrap_or(0);
 
     let plan = RestorePlan::build(repo, &o.source_id, o.point, None, &o.map)
         .await
@@ -219,7 +250,7 @@ async fn drill(
         })?;
     report.snapshot = Some(plan.snapshot.id.clone());
     report.volumes.fetched_bytes = plan.fetch_bytes;
-    clock.phase("plan", report);
+    clock.phase(PhaseName::Plan);
 
     let scratch = target::connect(&o.scratch_uri)
         .await
@@ -246,80 +277,72 @@ async fn drill(
             }
         }
     }
-    target::prepare(&scratch, &o.map, true)
-        .await
-        .map_err(|e| format!("preparing the scratch target: {e}"))?;
-    if o.map.users_and_roles() {
-        let removed = users::remove_added(&scratch)
-            .await
-            .map_err(|e| format!("preparing the scratch target: {e}"))?;
-        if !removed.is_empty() {
-            tracing::info!(removed = %removed.join(", "), "users and roles an earlier drill left on the scratch target removed");
-        }
-    }
-    clock.phase("prepare", report);
 
-    let loaded = load(
+    // The restore itself: the same path as `mc-restore --at`, into the scratch (dropping what
+    // an earlier drill left), with the Kafka reset planned, never applied.
+    let mut options = o.restore.clone();
+    options.drop = true;
+    options.users = UsersMerge::Recorded;
+    options.replay.workers = target::replay_workers(&scratch).await;
+    options.kafka = o.kafka.clone().map(|mut k| {
+        k.dry_run = true;
+        KafkaStep { options: k }
+    });
+    let restored = restore::run(
         repo,
         &scratch,
         &plan,
-        o.restore.load,
-        LoadProgress::default().into(),
+        o.point,
+        &o.map,
+        &options,
+        Default::default(),
+        &*clock,
     )
-    .await
-    .map_err(|e| format!("loading the snapshot: {e}"))?;
-    report.volumes.collections = loaded.collections;
-    report.volumes.documents = loaded.documents;
-    report.volumes.document_bytes = loaded.bytes;
-    clock.phase("load+index", report);
-
-    let mut settings = o.restore.replay;
-    settings.workers = target::replay_workers(&scratch).await;
-    let replayed = replay(repo, &scratch, &plan, &o.map, settings, |_| {})
-        .await
-        .map_err(|e| format!("replaying the oplog: {e}"))?;
-    report.volumes.oplog_entries_replayed = replayed.applied_writes + replayed.applied_commands;
-    let restored_to = replayed.last_applied.unwrap_or(plan.replay_after);
+    .await;
+    clock.lap = Instant::now();
+    let restored = restored.map_err(|e| e.to_string())?;
+    report.volumes.collections = restored.load.collections;
+    report.volumes.documents = restored.load.documents;
+    report.volumes.document_bytes = restored.load.bytes;
+    report.volumes.oplog_entries_replayed =
+        restored.replay.applied_writes + restored.replay.applied_commands;
+    let restored_to = restored.restored_to;
     report.restored_to = Some(format_ts(restored_to));
-    clock.phase("replay", report);
-
-    let users_and_roles = if o.map.users_and_roles() {
-        let merged = users::restore(&scratch).await?;
-        report.users_and_roles = serde_json::to_value(&merged).ok();
-        clock.phase("users", report);
-        Some(merged)
-    } else {
-        None
-    };
-
-    if let Some(kafka) = &o.kafka {
-        let mut options = kafka.clone();
-        options.dry_run = true;
-        let point = crate::kafka::KafkaPoint::from(RestorePoint::Exact(restored_to));
-        let plan = crate::kafka::plan(repo, &o.source_id, point, &options)
-            .await
-            .map_err(|e| format!("Kafka offsets plan (dry run): {e}"))?;
-        report.kafka = Some(json!({
-            "groups": plan.groups.len(),
-            "partitions": plan.groups.iter().map(|g| g.partitions.len()).sum::<usize>(),
-            "segment": plan.segment,
-            "warnings": plan.warnings,
-        }));
-        clock.phase("kafka-plan", report);
+    let users_and_roles = restored.users_and_roles.clone();
+    if let Some(merged) = &users_and_roles {
+        report.users_and_roles = serde_json::to_value(merged).ok();
     }
+    match &restored.kafka {
+        Some(Ok(k)) => {
+            report.kafka = Some(json!({
+                "groups": k.plan.groups.len(),
+                "partitions": k.plan.groups.iter().map(|g| g.partitions.len()).sum::<usize>(),
+                "segment": k.plan.segment,
+                "warnings": k.plan.warnings,
+            }))
+        }
+        Some(Err(f)) => return Err(format!("Kafka offsets plan (dry run): {}", f.error)),
+        None => {}
+    }
+    let replayed = restored.replay;
+    let phases_so_far: Vec<PhaseTiming> = clock
+        .phases
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
 
     // The RTO is the restore itself: every phase so far (plan through replay, users and the
     // Kafka plan when they ran), not verification or cleanup.
-    let restore_seconds: f64 = report.phases.iter().map(|p| p.seconds).sum();
-    let load_seconds = report
-        .phases
+    let restore_seconds: f64 = phases_so_far.iter().map(|p| p.seconds).sum();
+    // Load and index builds grow with the data; scale them to the newest snapshot's full size
+    // at the throughput this drill measured.
+    let load_seconds: f64 = phases_so_far
         .iter()
-        .find(|p| p.name == "load+index")
+        .filter(|p| p.name == PhaseName::Load.as_str() || p.name == PhaseName::Indexes.as_str())
         .map(|p| p.seconds)
-        .unwrap_or(0.0);
-    // Scale the load to the newest snapshot's full size at the throughput this drill measured.
-    let projected = if loaded.bytes > 0 {
-        let scale = report.volumes.full_snapshot_bytes as f64 / loaded.bytes as f64;
+        .sum();
+    let projected = if restored.load.bytes > 0 {
+        let scale = report.volumes.full_snapshot_bytes as f64 / restored.load.bytes as f64;
         Some(restore_seconds + load_seconds * (scale - 1.0).max(0.0))
     } else {
         report.reasons.push(
@@ -408,19 +431,19 @@ async fn drill(
             }
         }
     }
-    clock.phase("verify", report);
+    clock.phase(PhaseName::Verify);
 
     if !o.keep {
         target::prepare(&scratch, &o.map, true)
             .await
             .map_err(|e| format!("cleaning up the scratch target: {e}"))?;
         if o.map.users_and_roles() {
-            users::remove_added(&scratch)
+            crate::users::remove_added(&scratch)
                 .await
                 .map_err(|e| format!("cleaning up the scratch target: {e}"))?;
         }
     }
-    clock.phase("cleanup", report);
+    clock.phase(PhaseName::Cleanup);
 
     let failed: Vec<String> = report
         .verification

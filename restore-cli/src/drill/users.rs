@@ -19,131 +19,20 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use futures::TryStreamExt;
-use mongodb::bson::{doc, Bson, Document, Timestamp};
-use mongodb::error::ErrorKind;
+use mongodb::bson::{doc, Document, Timestamp};
 use mongodb::Client;
 
 use super::report::NamespaceCheck;
 use crate::namespaces::{ROLES_NS, STAGED_ROLES_NS, STAGED_USERS_NS, USERS_NS};
 use crate::plan::RestorePlan;
 use crate::replay::entry::DecodeStats;
-use crate::users::{self, UsersAndRolesStats};
+use crate::users::UsersAndRolesStats;
 
-/// The scratch's record (collection of `admin`) of the users and roles drills added to it.
-pub const MARKER: &str = "mc_drill_authz";
-
-const USER_NOT_FOUND: i32 = 11;
-const ROLE_NOT_FOUND: i32 = 31;
-const UNAUTHORIZED: i32 = 13;
-const SNAPSHOT_TOO_OLD: i32 = 239;
-const SNAPSHOT_UNAVAILABLE: i32 = 246;
-
-fn code(e: &mongodb::error::Error) -> Option<i32> {
-    match e.kind.as_ref() {
-        ErrorKind::Command(c) => Some(c.code),
-        _ => None,
-    }
-}
-
-/// The users (`db.name`) the drill's own connection is authenticated as: never removed.
-async fn connected_as(scratch: &Client) -> Result<BTreeSet<String>, String> {
-    let status = scratch
-        .database("admin")
-        .run_command(doc! {"connectionStatus": 1})
-        .await
-        .map_err(|e| format!("connectionStatus on the scratch target: {e}"))?;
-    Ok(status
-        .get_document("authInfo")
-        .and_then(|a| a.get_array("authenticatedUsers"))
-        .map(|users| {
-            users
-                .iter()
-                .filter_map(Bson::as_document)
-                .filter_map(|u| {
-                    Some(format!(
-                        "{}.{}",
-                        u.get_str("db").ok()?,
-                        u.get_str("user").ok()?
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default())
-}
-
-/// Removes the users and roles earlier drills added (recorded in [`MARKER`]) and the staging
-/// collections an interrupted restore left. Returns what was removed.
-pub async fn remove_added(scratch: &Client) -> Result<Vec<String>, String> {
-    let admin = scratch.database("admin");
-    let recorded: Vec<Document> = collect(
-        admin
-            .collection::<Document>(MARKER)
-            .find(doc! {})
-            .sort(doc! {"kind": -1, "_id": 1}) // users before the roles they may hold
-            .await,
-    )
-    .await
-    .map_err(|e| format!("reading admin.{MARKER} on the scratch target: {e}"))?;
-    let me = connected_as(scratch).await?;
-    let mut removed = Vec::new();
-    for entry in &recorded {
-        let (Ok(id), Ok(kind)) = (entry.get_str("_id"), entry.get_str("kind")) else {
-            continue;
-        };
-        let Some((db, name)) = id.split_once('.') else {
-            continue;
-        };
-        if kind == "user" && me.contains(id) {
-            tracing::warn!(user = %id, "the drill connects as a user an earlier drill restored: left on the scratch target");
-            continue;
-        }
-        let (command, missing) = match kind {
-            "user" => (doc! {"dropUser": name}, USER_NOT_FOUND),
-            _ => (doc! {"dropRole": name}, ROLE_NOT_FOUND),
-        };
-        match scratch.database(db).run_command(command).await {
-            Ok(_) => removed.push(id.to_owned()),
-            Err(e) if code(&e) == Some(missing) => {}
-            Err(e) => return Err(format!("removing {kind} {id} from the scratch target: {e}")),
-        }
-    }
-    admin
-        .collection::<Document>(MARKER)
-        .drop()
-        .await
-        .map_err(|e| format!("dropping admin.{MARKER} on the scratch target: {e}"))?;
-    users::clear_staging(scratch)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(removed)
-}
-
-/// Merges the staged users and roles into the scratch's, recording first which ones it adds.
-pub async fn restore(scratch: &Client) -> Result<UsersAndRolesStats, String> {
-    let pending = users::pending(scratch).await.map_err(|e| e.to_string())?;
-    let added = |all: &[String], kept: &[String], kind: &str| -> Vec<Document> {
-        all.iter()
-            .filter(|id| !kept.contains(id))
-            .map(|id| doc! {"_id": id, "kind": kind})
-            .collect()
-    };
-    let mut marks = added(&pending.users, &pending.kept_existing_users, "user");
-    marks.extend(added(&pending.roles, &pending.kept_existing_roles, "role"));
-    if !marks.is_empty() {
-        scratch
-            .database("admin")
-            .collection::<Document>(MARKER)
-            .insert_many(marks)
-            .await
-            .map_err(|e| format!("recording the drill's users in admin.{MARKER}: {e}"))?;
-    }
-    users::merge_pending(scratch, pending)
-        .await
-        .map_err(|e| e.to_string())
-}
+use crate::errors::{code_of as code, SNAPSHOT_TOO_OLD, SNAPSHOT_UNAVAILABLE, UNAUTHORIZED};
+pub use crate::users::MARKER;
 
 /// Every document of a `find`, one error for opening and reading.
-async fn collect(
+pub(crate) async fn collect(
     find: Result<mongodb::Cursor<Document>, mongodb::error::Error>,
 ) -> Result<Vec<Document>, mongodb::error::Error> {
     find?.try_collect().await

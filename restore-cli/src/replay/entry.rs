@@ -58,9 +58,13 @@ pub fn head(raw: &RawDocument) -> Result<Head, EntryError> {
 /// What one entry (or one inner entry of a transaction) asks of the target.
 #[derive(Debug)]
 pub enum Action {
-    /// A document write, as an `applyOps` entry for the target. `partition` keeps every write
-    /// of one document on one worker, in order.
-    Write { partition: u64, op: RawDocumentBuf },
+    /// A document write, as an `applyOps` entry for the target namespace `ns`. `partition`
+    /// keeps every write of one document on one worker, in order.
+    Write {
+        ns: String,
+        partition: u64,
+        op: RawDocumentBuf,
+    },
     /// A catalog change, applied alone after everything before it (a barrier).
     Command(Command),
 }
@@ -75,6 +79,42 @@ pub struct Command {
     /// Database the command runs on.
     pub db: String,
     pub command: Document,
+}
+
+impl Command {
+    /// The target namespaces the command names (`renameCollection`: both; `dropDatabase`: none,
+    /// see [`Command::touches`]).
+    fn names(&self) -> Vec<String> {
+        match self.command.iter().next() {
+            Some((k, Bson::String(from))) if k == "renameCollection" => {
+                let to = self.command.get_str("to").unwrap_or_default();
+                vec![from.clone(), to.to_owned()]
+            }
+            Some((_, Bson::String(coll))) => vec![format!("{}.{coll}", self.db)],
+            _ => Vec::new(),
+        }
+    }
+
+    fn drops_database(&self) -> bool {
+        self.command.contains_key("dropDatabase")
+    }
+
+    /// Whether the command changes target namespace `ns`.
+    pub fn touches(&self, ns: &str) -> bool {
+        let in_db = ns.split_once('.').is_some_and(|(db, _)| db == self.db);
+        (self.drops_database() && in_db) || self.names().iter().any(|n| n == ns)
+    }
+
+    /// Whether `ns` is gone (or replaced) after the command.
+    pub fn drops(&self, ns: &str) -> bool {
+        let in_db = ns.split_once('.').is_some_and(|(db, _)| db == self.db);
+        match self.command.iter().next().map(|(k, _)| k.as_str()) {
+            Some("dropDatabase") => in_db,
+            Some("drop") => self.names().iter().any(|n| n == ns),
+            Some("renameCollection") => self.command.get_str("to").ok() == Some(ns),
+            _ => false,
+        }
+    }
 }
 
 /// Turns raw oplog entries into actions; holds the transactions still open.
@@ -232,6 +272,9 @@ impl Decoder {
                 Ok(())
             }
             "i" | "u" | "d" => {
+                if let Some(db) = ns.strip_suffix(".system.views") {
+                    return self.view_write(op, db, raw, map, out);
+                }
                 if !map.in_scope(ns) {
                     self.stats.out_of_scope += 1;
                     return Ok(());
@@ -263,6 +306,7 @@ impl Decoder {
                     self.stats.written.insert(target.clone());
                 }
                 out.push(Action::Write {
+                    ns: target,
                     partition: hasher.finish(),
                     op: entry,
                 });
@@ -273,9 +317,7 @@ impl Decoder {
                     .get_document("o")
                     .map_err(|e| format!("command without o: {e}"))?;
                 if let Some(cmd) = self.command(ns, o, map)? {
-                    self.stats.commands += 1;
-                    self.note_catalog_change(&cmd);
-                    out.push(Action::Command(cmd));
+                    self.push_command(cmd, out);
                 } else {
                     self.stats.out_of_scope += 1;
                 }
@@ -283,6 +325,91 @@ impl Decoder {
             }
             other => Err(format!("unknown op type {other:?}")),
         }
+    }
+
+    fn push_command(&mut self, cmd: Command, out: &mut Vec<Action>) {
+        self.stats.commands += 1;
+        self.note_catalog_change(&cmd);
+        out.push(Action::Command(cmd));
+    }
+
+    /// A write to `db.system.views`: the server records creating, modifying (`collMod`) and
+    /// dropping a view this way; replay makes the same change with the command that does it.
+    /// A time-series collection's view is made by the `create` of its buckets, so it is skipped.
+    fn view_write(
+        &mut self,
+        op: &str,
+        db: &str,
+        raw: &RawDocument,
+        map: &NamespaceMap,
+        out: &mut Vec<Action>,
+    ) -> Result<(), String> {
+        let o = raw
+            .get_document("o")
+            .map_err(|e| format!("{op} on {db}.system.views without o: {e}"))?;
+        let id_doc = if op == "u" {
+            raw.get_document("o2")
+                .map_err(|e| format!("update of {db}.system.views without o2: {e}"))?
+        } else {
+            o
+        };
+        let view = id_doc
+            .get_str("_id")
+            .map_err(|e| format!("{db}.system.views entry without a view name: {e}"))?;
+        if !map.in_scope(view) {
+            self.stats.out_of_scope += 1;
+            return Ok(());
+        }
+        let target = map.target(view);
+        let (tdb, tname) = split(&target);
+        let command = match op {
+            "d" => doc! {"drop": tname},
+            _ => {
+                let o = Document::try_from(o).map_err(|e| format!("view {view}: {e}"))?;
+                if o.contains_key("$v") {
+                    return Err(format!(
+                        "an update of view {view} in the diff form is not known to mc-restore's replay; nothing was guessed"
+                    ));
+                }
+                let view_on = o
+                    .get_str("viewOn")
+                    .map_err(|e| format!("view {view} without viewOn: {e}"))?;
+                if view_on.starts_with("system.buckets.") {
+                    self.stats.noops += 1;
+                    return Ok(());
+                }
+                let on_target = map.target(&format!("{db}.{view_on}"));
+                let mut command = if op == "i" {
+                    doc! {"create": tname, "viewOn": split(&on_target).1}
+                } else {
+                    doc! {"collMod": tname, "viewOn": split(&on_target).1}
+                };
+                command.insert(
+                    "pipeline",
+                    o.get("pipeline")
+                        .cloned()
+                        .unwrap_or(Bson::Array(Vec::new())),
+                );
+                if let (Some(collation), "i") = (o.get("collation"), op) {
+                    command.insert("collation", collation.clone());
+                }
+                command
+            }
+        };
+        let verb = match op {
+            "i" => "create view",
+            "u" => "collMod view",
+            _ => "drop view",
+        };
+        self.push_command(
+            Command {
+                what: format!("{verb} {target}"),
+                db: tdb.to_owned(),
+                command,
+            },
+            out,
+        );
+        Ok(())
     }
 
     fn command(
@@ -309,7 +436,20 @@ impl Decoder {
                 }
                 let target = map.target(&src);
                 let (tdb, tcoll) = split(&target);
-                let command = if name == "createIndexes" {
+                let timeseries_view = tcoll
+                    .strip_prefix("system.buckets.")
+                    .filter(|_| name == "create" && o.contains_key("timeseries"));
+                let command = if let Some(view) = timeseries_view {
+                    // The buckets of a time-series collection: creating the collection itself
+                    // makes both the buckets and its view, as on the source.
+                    let mut command = doc! {"create": view};
+                    for key in ["timeseries", "expireAfterSeconds"] {
+                        if let Some(v) = o.get(key) {
+                            command.insert(key, v.clone());
+                        }
+                    }
+                    command
+                } else if name == "createIndexes" {
                     // The single-phase form: the entry is the index spec.
                     let mut spec = o.clone();
                     spec.remove("createIndexes");

@@ -1,33 +1,60 @@
 //! Oplog replay: the plan's segments, streamed in chain order, applied to the target from the
 //! snapshot's start through the cut.
 //!
-//! Document writes go to `workers` partitions by (namespace, `_id`), as MongoDB secondaries do,
-//! so independent documents apply in parallel while each document's writes keep their order;
-//! each worker sends batches of up to `batch` entries in one `applyOps`. A catalog change is a
-//! barrier: every worker drains, then the command runs alone.
+//! What replay preserves, and how (docs/restore.md, "What replay preserves, and how"):
+//! - **Each document's writes in source order.** Document writes go to `workers` partitions by
+//!   (namespace, `_id`), as MongoDB secondaries do, so independent documents apply in parallel;
+//!   each worker sends its writes in `applyOps` batches of at most `batch` entries and
+//!   [`MAX_BATCH_BYTES`]. An entry too large to wrap in `applyOps` is applied as a plain write.
+//! - **Constraints between documents.** No secondary index exists on the target while replay
+//!   runs: the snapshot's indexes and those the oplog creates are recorded in a
+//!   [`TargetCatalog`] and built after the last write, on the final data
+//!   ([`catalog`] says why). Capped collections, whose content depends on the order of inserts
+//!   across documents, go to one worker in source order.
+//! - **Catalog changes in order.** A catalog change is a barrier: every worker drains, then the
+//!   command runs alone. Views and time-series collections (recorded by the server as writes to
+//!   `system.views` and a `create` of their buckets) become the commands that make them.
 //!
 //! Entries between the snapshot's start and end may already be reflected in the loaded
 //! documents (the snapshot read while they happened). Replaying them is safe because oplog
-//! entries are idempotent, with one exception: an update of a document the snapshot did not see
-//! (deleted before it was read). Inside that window a failed batch is retried entry by entry
-//! and such updates are skipped (counted as `window_skipped`); after the snapshot's end every
-//! failure stops the restore.
+//! entries are idempotent, with two exceptions handled here:
+//! - an update of a document the snapshot did not see (deleted before it was read): inside that
+//!   window a failed batch is retried entry by entry and such updates are skipped (counted as
+//!   `window_skipped`); after the snapshot's end every failure stops the restore;
+//! - an insert into a capped collection that the collection had already evicted when the
+//!   snapshot read it: re-inserting it would evict a document that should stay. For a capped
+//!   collection the snapshot loaded, replay holds its writes inside the window until it meets
+//!   the insert of the last document the snapshot read; the inserts before it are in the
+//!   snapshot (or were evicted before it) and are dropped, the rest applied in order
+//!   ([`CappedWindow`]).
 
+pub mod catalog;
 pub mod entry;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::future::try_join_all;
 use mc_core::catalog::Repository;
 use mc_core::format::OplogTs;
-use mongodb::bson::{doc, RawDocumentBuf};
+use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
 use mongodb::Client;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::errors::{self, describe};
 use crate::namespaces::NamespaceMap;
 use crate::plan::RestorePlan;
 use crate::point::format_ts;
+pub use catalog::TargetCatalog;
 use entry::{apply_ops_command, Action, Command, DecodeStats, Decoder};
+
+/// Bytes of entries per `applyOps`: well under the 16 MiB a command may have, since the target
+/// also writes each applied entry to its own oplog inside the same command.
+pub const MAX_BATCH_BYTES: usize = 8 << 20;
+
+/// An entry this large is applied as a plain write: wrapped in `applyOps` it would pass the
+/// 16 MiB command limit (a document near 16 MiB is legal).
+pub const PLAIN_WRITE_BYTES: usize = 15 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -35,7 +62,7 @@ pub enum ReplayError {
     Repo(#[from] mc_core::catalog::RepoError),
     #[error(transparent)]
     Entry(#[from] entry::EntryError),
-    #[error("applying {what} to the target failed: {source}")]
+    #[error("applying {what} to the target failed: {}", describe(.source))]
     Apply {
         what: String,
         #[source]
@@ -45,14 +72,16 @@ pub enum ReplayError {
     Short { reached: String, needed: String },
     #[error("{point} is before the end of the chosen snapshot ({end}, in the same second): choose a later time, or an older snapshot with --snapshot (mc-restore list)")]
     BeforeSnapshotEnd { point: String, end: String },
-    #[error("replay worker stopped: {0}")]
+    #[error("{0}")]
     Worker(String),
+    #[error(transparent)]
+    Index(#[from] catalog::IndexBuildError),
 }
 
 /// How replay runs.
 #[derive(Debug, Clone, Copy)]
 pub struct ReplaySettings {
-    /// Entries per `applyOps`.
+    /// Entries per `applyOps` (at most; [`MAX_BATCH_BYTES`] also bounds a batch).
     pub batch: usize,
     /// Parallel partitions of document writes.
     pub workers: usize,
@@ -75,6 +104,13 @@ pub struct ReplayStats {
     pub applied_commands: u64,
     /// Updates of documents the snapshot never saw, skipped inside the snapshot's window.
     pub window_skipped: u64,
+    /// Inserts into capped collections inside the snapshot's window that the snapshot already
+    /// held or had seen evicted.
+    pub capped_window_skipped: u64,
+    /// Entries too large for `applyOps`, applied as plain writes.
+    pub plain_writes: u64,
+    /// Temporary collections (an `$out` the restore point cut off) dropped at the end.
+    pub temporary_dropped: Vec<String>,
     /// Transactions begun but not committed at the cut (correctly not applied).
     pub open_transactions: usize,
     /// The newest entry inside the cut: the restored state is the source's state just after it.
@@ -82,8 +118,18 @@ pub struct ReplayStats {
     pub decoded: DecodeStats,
 }
 
+/// How a worker applies one write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mode {
+    /// Inside the snapshot's window: updates of documents the snapshot never saw are skipped.
+    in_window: bool,
+    /// `applyOps`' `alwaysUpsert`: an update of a missing document inserts it (inside the window,
+    /// except for capped collections, where it would evict a document).
+    upsert: bool,
+}
+
 enum Msg {
-    Write { op: RawDocumentBuf, in_window: bool },
+    Write { op: RawDocumentBuf, mode: Mode },
     Flush(oneshot::Sender<Result<WorkerCounts, String>>),
 }
 
@@ -91,15 +137,21 @@ enum Msg {
 struct WorkerCounts {
     applied: u64,
     window_skipped: u64,
+    plain: u64,
 }
 
-/// Replays the plan's oplog into `target`. `on_entry` is called with each entry read (progress).
+type Workers = Vec<(mpsc::Sender<Msg>, tokio::task::JoinHandle<()>)>;
+
+/// Replays the plan's oplog into `target`. `catalog` holds what the load recorded (indexes,
+/// capped collections, the last document of each capped one) and is kept current. `on_entry` is
+/// called with each entry read (progress).
 pub async fn replay(
     repo: &Repository,
     target: &Client,
     plan: &RestorePlan,
     map: &NamespaceMap,
     settings: ReplaySettings,
+    catalog: &mut TargetCatalog,
     on_entry: impl Fn(u64) + Send + Sync + 'static,
 ) -> Result<ReplayStats, ReplayError> {
     let on_entry = Arc::new(on_entry);
@@ -124,14 +176,14 @@ pub async fn replay(
         })
     };
 
-    let workers: Vec<(mpsc::Sender<Msg>, tokio::task::JoinHandle<()>)> =
-        (0..settings.workers.max(1))
-            .map(|_| {
-                let (tx, rx) = mpsc::channel::<Msg>(2 * settings.batch.max(1));
-                let handle = tokio::spawn(worker(target.clone(), rx, settings.batch.max(1)));
-                (tx, handle)
-            })
-            .collect();
+    let batch = settings.batch.max(1);
+    let workers: Workers = (0..settings.workers.max(1))
+        .map(|_| {
+            let (tx, rx) = mpsc::channel::<Msg>(2 * batch);
+            let handle = tokio::spawn(worker(target.clone(), rx, batch));
+            (tx, handle)
+        })
+        .collect();
 
     let mut stats = ReplayStats::default();
     let mut decoder = Decoder::default();
@@ -139,6 +191,7 @@ pub async fn replay(
     let mut reached_cut = false;
     let mut last_seen: Option<OplogTs> = None;
     let window_end = plan.snapshot.end;
+    let mut capped_window = CappedWindow::new(std::mem::take(&mut catalog.capped_last));
     let result: Result<(), ReplayError> = async {
         while let Some(raw) = raw_rx.recv().await {
             stats.entries_read += 1;
@@ -162,17 +215,69 @@ pub async fn replay(
                 reached_cut = true;
                 break;
             }
-            decoder.decode(&raw, map, &mut actions)?;
             let in_window = head.ts <= window_end;
+            if !in_window && capped_window.holding() {
+                // Past the snapshot's end: what the window held is applied in order.
+                for (ns, op) in capped_window.release_all() {
+                    send(
+                        &workers,
+                        catalog,
+                        &ns,
+                        0,
+                        op,
+                        Mode {
+                            in_window: true,
+                            upsert: false,
+                        },
+                    )
+                    .await?;
+                }
+            }
+            decoder.decode(&raw, map, &mut actions)?;
             for action in actions.drain(..) {
                 match action {
-                    Action::Write { partition, op } => {
-                        let w = &workers[(partition % workers.len() as u64) as usize].0;
-                        w.send(Msg::Write { op, in_window })
-                            .await
-                            .map_err(|_| ReplayError::Worker("a worker ended early".into()))?;
+                    Action::Write { ns, partition, op } => {
+                        let capped = catalog.is_capped(&ns);
+                        let mode = Mode {
+                            in_window,
+                            upsert: in_window && !capped,
+                        };
+                        if in_window && capped {
+                            match capped_window.offer(&ns, op) {
+                                Held::Apply(op) => {
+                                    send(&workers, catalog, &ns, partition, op, mode).await?
+                                }
+                                Held::Kept => {}
+                                Held::Released { ops, skipped } => {
+                                    stats.capped_window_skipped += skipped;
+                                    for op in ops {
+                                        send(&workers, catalog, &ns, partition, op, mode).await?;
+                                    }
+                                }
+                            }
+                        } else {
+                            send(&workers, catalog, &ns, partition, op, mode).await?;
+                        }
                     }
                     Action::Command(cmd) => {
+                        for (ns, op) in capped_window.before_command(&cmd) {
+                            send(
+                                &workers,
+                                catalog,
+                                &ns,
+                                0,
+                                op,
+                                Mode {
+                                    in_window: true,
+                                    upsert: false,
+                                },
+                            )
+                            .await?;
+                        }
+                        let Some(cmd) = catalog.intercept(cmd) else {
+                            stats.applied_commands += 1;
+                            continue;
+                        };
                         drain(&workers, &mut stats).await?;
                         apply_command(target, map, cmd).await?;
                         stats.applied_commands += 1;
@@ -180,6 +285,20 @@ pub async fn replay(
                 }
             }
             stats.last_applied = Some(head.ts);
+        }
+        for (ns, op) in capped_window.release_all() {
+            send(
+                &workers,
+                catalog,
+                &ns,
+                0,
+                op,
+                Mode {
+                    in_window: true,
+                    upsert: false,
+                },
+            )
+            .await?;
         }
         drain(&workers, &mut stats).await?;
         Ok(())
@@ -198,72 +317,115 @@ pub async fn replay(
     if !reached_cut {
         read?;
     }
-    // Without reaching an entry past the cut, the stream must have reached the cut itself.
-    if !reached_cut && last_seen.is_none_or(|l| l < plan.cut.bound) {
+    // Without reaching an entry past the cut, the stream must have reached the cut itself
+    // (or the cut lies inside the snapshot's window: nothing after the snapshot to replay).
+    let reached = last_seen.max(Some(plan.replay_after));
+    if !reached_cut && reached.is_none_or(|l| l < plan.cut.bound) {
         return Err(ReplayError::Short {
             reached: last_seen.map(format_ts).unwrap_or_else(|| "nothing".into()),
             needed: format_ts(plan.cut.bound),
         });
     }
+    stats.temporary_dropped = catalog.drop_temporary(target).await?;
     stats.open_transactions = decoder.open_transactions();
     stats.decoded = decoder.stats.clone();
     Ok(stats)
 }
 
-/// Flushes every worker and waits until all their writes are applied.
-async fn drain(
-    workers: &[(mpsc::Sender<Msg>, tokio::task::JoinHandle<()>)],
-    stats: &mut ReplayStats,
+/// Sends one write to its worker: a capped collection's writes all to one worker (source
+/// order across documents), other writes by document.
+async fn send(
+    workers: &Workers,
+    catalog: &TargetCatalog,
+    ns: &str,
+    partition: u64,
+    op: RawDocumentBuf,
+    mode: Mode,
 ) -> Result<(), ReplayError> {
+    let partition = if catalog.is_capped(ns) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        ns.hash(&mut h);
+        h.finish()
+    } else {
+        partition
+    };
+    let w = &workers[(partition % workers.len() as u64) as usize].0;
+    w.send(Msg::Write { op, mode })
+        .await
+        .map_err(|_| ReplayError::Worker("a replay worker ended early".into()))
+}
+
+/// Flushes every worker and waits until all their writes are applied.
+async fn drain(workers: &Workers, stats: &mut ReplayStats) -> Result<(), ReplayError> {
     let acks = workers.iter().map(|(tx, _)| async move {
         let (ack_tx, ack_rx) = oneshot::channel();
         tx.send(Msg::Flush(ack_tx))
             .await
-            .map_err(|_| ReplayError::Worker("a worker ended early".into()))?;
+            .map_err(|_| ReplayError::Worker("a replay worker ended early".into()))?;
         ack_rx
             .await
-            .map_err(|_| ReplayError::Worker("a worker ended early".into()))?
+            .map_err(|_| ReplayError::Worker("a replay worker ended early".into()))?
             .map_err(ReplayError::Worker)
     });
     for counts in try_join_all(acks).await? {
-        stats.applied_writes += counts.applied;
+        stats.applied_writes += counts.applied + counts.plain;
+        stats.plain_writes += counts.plain;
         stats.window_skipped += counts.window_skipped;
     }
     Ok(())
 }
 
-/// One partition: batches writes and applies them; reports at each flush. After a failure it
-/// keeps draining its channel and reports the failure at the next flush.
+/// One partition: batches writes (by count and bytes) and applies them; reports at each flush.
+/// After a failure it keeps draining its channel and reports the failure at the next flush.
 async fn worker(target: Client, mut rx: mpsc::Receiver<Msg>, batch: usize) {
     let admin = target.database("admin");
     let mut pending: Vec<RawDocumentBuf> = Vec::with_capacity(batch);
-    let mut pending_window = false;
+    let mut pending_bytes = 0usize;
+    let mut pending_mode = Mode {
+        in_window: false,
+        upsert: false,
+    };
     let mut counts = WorkerCounts::default();
     let mut failed: Option<String> = None;
     while let Some(msg) = rx.recv().await {
         match msg {
-            Msg::Write { op, in_window } => {
+            Msg::Write { op, mode } => {
                 if failed.is_some() {
                     continue;
                 }
-                if !pending.is_empty() && (pending.len() >= batch || in_window != pending_window) {
-                    if let Err(e) = apply_batch(&admin, &pending, pending_window, &mut counts).await
-                    {
+                let size = op.as_bytes().len();
+                let full = pending.len() >= batch
+                    || pending_bytes + size > MAX_BATCH_BYTES
+                    || mode != pending_mode
+                    || size > PLAIN_WRITE_BYTES;
+                if !pending.is_empty() && full {
+                    if let Err(e) = apply_batch(&admin, &pending, pending_mode, &mut counts).await {
                         failed = Some(e);
                     }
                     pending.clear();
+                    pending_bytes = 0;
                 }
-                pending_window = in_window;
+                if size > PLAIN_WRITE_BYTES {
+                    if failed.is_none() {
+                        if let Err(e) = apply_plain(&target, &op, mode, &mut counts).await {
+                            failed = Some(e);
+                        }
+                    }
+                    continue;
+                }
+                pending_mode = mode;
+                pending_bytes += size;
                 pending.push(op);
             }
             Msg::Flush(ack) => {
                 if failed.is_none() && !pending.is_empty() {
-                    if let Err(e) = apply_batch(&admin, &pending, pending_window, &mut counts).await
-                    {
+                    if let Err(e) = apply_batch(&admin, &pending, pending_mode, &mut counts).await {
                         failed = Some(e);
                     }
                 }
                 pending.clear();
+                pending_bytes = 0;
                 let report = match failed.take() {
                     Some(e) => Err(e),
                     None => Ok(std::mem::take(&mut counts)),
@@ -277,54 +439,230 @@ async fn worker(target: Client, mut rx: mpsc::Receiver<Msg>, batch: usize) {
 async fn apply_batch(
     admin: &mongodb::Database,
     ops: &[RawDocumentBuf],
-    in_window: bool,
+    mode: Mode,
     counts: &mut WorkerCounts,
 ) -> Result<(), String> {
     match admin
-        .run_raw_command(apply_ops_command(ops, in_window))
+        .run_raw_command(apply_ops_command(ops, mode.upsert))
         .await
     {
         Ok(_) => {
             counts.applied += ops.len() as u64;
             Ok(())
         }
-        Err(e) if in_window => {
+        Err(_) if mode.in_window => {
             // One at a time: skip updates of documents the snapshot did not see.
             for op in ops {
                 match admin
-                    .run_raw_command(apply_ops_command(std::slice::from_ref(op), true))
+                    .run_raw_command(apply_ops_command(std::slice::from_ref(op), mode.upsert))
                     .await
                 {
                     Ok(_) => counts.applied += 1,
-                    Err(e) if is_missing_document(&e) => counts.window_skipped += 1,
-                    Err(e) => return Err(describe_failure(op, &e)),
+                    Err(e) if errors::code_of(&e) == Some(errors::UPDATE_OPERATION_FAILED) => {
+                        counts.window_skipped += 1
+                    }
+                    Err(e) => return Err(describe_failure(op, &e, None)),
                 }
             }
-            let _ = e;
             Ok(())
         }
-        Err(e) => Err(describe_failure(&ops[0], &e).replace(
-            "applying",
-            &format!("applying a batch of {} writes starting with", ops.len()),
-        )),
+        Err(e) => Err(describe_failure(&ops[0], &e, Some(ops.len()))),
     }
 }
 
-fn is_missing_document(e: &mongodb::error::Error) -> bool {
-    // UpdateOperationFailed: "Update of non-mod failed" when the document is absent.
-    matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if c.code == 218)
+/// Applies one entry too large for `applyOps` through the plain write commands, with the same
+/// result: an insert or a replacement becomes a replacement by `_id` (an upsert, as `applyOps`
+/// applies inserts), a delete a delete by `_id`. Validation is bypassed as `applyOps` does.
+async fn apply_plain(
+    target: &Client,
+    op: &RawDocumentBuf,
+    mode: Mode,
+    counts: &mut WorkerCounts,
+) -> Result<(), String> {
+    let fail = |detail: String| format!("{}: {detail}", describe_op(op));
+    let kind = op.get_str("op").map_err(|e| fail(e.to_string()))?;
+    let ns = op.get_str("ns").map_err(|e| fail(e.to_string()))?;
+    let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
+    let coll = target.database(db).collection::<RawDocumentBuf>(coll);
+    let o = op.get_document("o").map_err(|e| fail(e.to_string()))?;
+    let id_of = |d: &mongodb::bson::RawDocument| -> Result<Document, String> {
+        let id = d
+            .get("_id")
+            .ok()
+            .flatten()
+            .ok_or_else(|| fail("no _id".into()))?;
+        let id: Bson = id
+            .try_into()
+            .map_err(|e: mongodb::bson::error::Error| fail(e.to_string()))?;
+        Ok(doc! {"_id": id})
+    };
+    let result = match kind {
+        "i" => coll
+            .replace_one(id_of(o)?, o.to_owned())
+            .upsert(true)
+            .bypass_document_validation(true)
+            .await
+            .map(|_| ()),
+        "u" if !o.get("$v").is_ok_and(|v| v.is_some()) => {
+            let o2 = op.get_document("o2").map_err(|e| fail(e.to_string()))?;
+            coll.replace_one(id_of(o2)?, o.to_owned())
+                .upsert(mode.upsert)
+                .bypass_document_validation(true)
+                .await
+                .map(|_| ())
+        }
+        "d" => coll.delete_one(id_of(o)?).await.map(|_| ()),
+        _ => return Err(fail("an update in the diff form larger than 15 MiB: applyOps cannot carry it and no plain write has the same meaning".into())),
+    };
+    result.map_err(|e| describe_failure(op, &e, None))?;
+    counts.plain += 1;
+    Ok(())
 }
 
-fn describe_failure(op: &RawDocumentBuf, e: &mongodb::error::Error) -> String {
+/// `insert on shop.orders (_id 42) at ts:…`: which entry, for messages.
+fn describe_op(op: &RawDocumentBuf) -> String {
     let ns = op.get_str("ns").unwrap_or("?");
-    let kind = op.get_str("op").unwrap_or("?");
-    format!("applying {kind} on {ns}: {e}")
+    let kind = match op.get_str("op").unwrap_or("?") {
+        "i" => "insert",
+        "u" => "update",
+        "d" => "delete",
+        other => other,
+    };
+    let id = op
+        .get_document("o2")
+        .ok()
+        .filter(|_| kind == "update")
+        .or_else(|| op.get_document("o").ok())
+        .and_then(|d| d.get("_id").ok().flatten())
+        .and_then(|id| Bson::try_from(id).ok())
+        .map(|id| {
+            let s = id.into_relaxed_extjson().to_string();
+            if s.len() > 80 {
+                format!("{}…", &s[..s.floor_char_boundary(80)])
+            } else {
+                s
+            }
+        })
+        .unwrap_or_else(|| "?".into());
+    format!("{kind} on {ns} (_id {id})")
+}
+
+fn describe_failure(
+    op: &RawDocumentBuf,
+    e: &mongodb::error::Error,
+    batch: Option<usize>,
+) -> String {
+    let what = match batch {
+        Some(n) if n > 1 => format!("a batch of {n} writes starting with {}", describe_op(op)),
+        _ => describe_op(op),
+    };
+    format!(
+        "applying {what} to the target failed: {}; the target holds a partial restore: fix the cause, then re-run the restore with --drop",
+        describe(e)
+    )
+}
+
+/// What [`CappedWindow::offer`] did with a write.
+enum Held {
+    /// Not held: apply it now.
+    Apply(RawDocumentBuf),
+    /// Held until the window's end or the snapshot's last document.
+    Kept,
+    /// The snapshot's last document was met: apply these (held writes other than inserts, in
+    /// order); `skipped` inserts were already in the snapshot or evicted before it.
+    Released {
+        ops: Vec<RawDocumentBuf>,
+        skipped: u64,
+    },
+}
+
+/// Writes to capped collections the snapshot loaded, held inside the snapshot's window (the
+/// module comment says why).
+struct CappedWindow {
+    /// Per target namespace: the `_id` of the last document the snapshot read, and the writes
+    /// held so far.
+    held: HashMap<String, (Bson, Vec<RawDocumentBuf>)>,
+}
+
+impl CappedWindow {
+    fn new(last: HashMap<String, Bson>) -> Self {
+        Self {
+            held: last
+                .into_iter()
+                .map(|(ns, id)| (ns, (id, Vec::new())))
+                .collect(),
+        }
+    }
+
+    fn holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    fn offer(&mut self, ns: &str, op: RawDocumentBuf) -> Held {
+        let Some((last, ops)) = self.held.get_mut(ns) else {
+            return Held::Apply(op);
+        };
+        let is_last = op.get_str("op").ok() == Some("i")
+            && op
+                .get_document("o")
+                .ok()
+                .and_then(|o| o.get("_id").ok().flatten())
+                .and_then(|id| Bson::try_from(id).ok())
+                .as_ref()
+                == Some(last);
+        if !is_last {
+            ops.push(op);
+            return Held::Kept;
+        }
+        let (_, ops) = self.held.remove(ns).unwrap_or_default();
+        let (inserts, rest): (Vec<_>, Vec<_>) = ops
+            .into_iter()
+            .partition(|o| o.get_str("op").ok() == Some("i"));
+        Held::Released {
+            ops: rest,
+            skipped: inserts.len() as u64 + 1,
+        }
+    }
+
+    /// Everything held, in order: the snapshot's last document was inserted before the window,
+    /// so every write in it came after the snapshot read the collection.
+    fn release_all(&mut self) -> Vec<(String, RawDocumentBuf)> {
+        let mut out = Vec::new();
+        for (ns, (_, ops)) in self.held.drain() {
+            out.extend(ops.into_iter().map(|op| (ns.clone(), op)));
+        }
+        out
+    }
+
+    /// Before a catalog change: a held collection that is dropped loses its held writes; one
+    /// that is renamed or modified gets them applied first (order kept).
+    fn before_command(&mut self, cmd: &Command) -> Vec<(String, RawDocumentBuf)> {
+        let names: Vec<String> = self
+            .held
+            .keys()
+            .filter(|ns| cmd.touches(ns))
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for ns in names {
+            if let Some((_, ops)) = self.held.remove(&ns) {
+                if !cmd.drops(&ns) {
+                    out.extend(ops.into_iter().map(|op| (ns.clone(), op)));
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Server errors that mean a catalog change is already in place (replay is idempotent: the
 /// snapshot may reflect it, or an interrupted restore is being re-run): NamespaceNotFound,
 /// IndexNotFound, NamespaceExists.
-const ALREADY_DONE: &[i32] = &[26, 27, 48];
+const ALREADY_DONE: &[i32] = &[
+    errors::NAMESPACE_NOT_FOUND,
+    errors::INDEX_NOT_FOUND,
+    errors::NAMESPACE_EXISTS,
+];
 
 async fn apply_command(
     target: &Client,
@@ -336,8 +674,7 @@ async fn apply_command(
     }
     match target.database(&cmd.db).run_command(cmd.command).await {
         Ok(_) => Ok(()),
-        Err(e) if matches!(e.kind.as_ref(), mongodb::error::ErrorKind::Command(c) if ALREADY_DONE.contains(&c.code)) =>
-        {
+        Err(e) if errors::code_of(&e).is_some_and(|c| ALREADY_DONE.contains(&c)) => {
             tracing::debug!(what = %cmd.what, error = %e, "catalog change already in place");
             Ok(())
         }
