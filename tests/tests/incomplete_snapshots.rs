@@ -9,7 +9,8 @@
 //!
 //! The kill lands mid-snapshot deterministically: a private replica set with test commands holds
 //! the find of one collection at the `waitInFindBeforeMakingBatch` fail point (filtered to that
-//! namespace) while another collection's part is written; the test waits for that part to exist.
+//! namespace) while another collection is written whole; the test waits for both (the find
+//! waiting at the fail point in `currentOp`, every document of the other collection in parts).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use mc_agent::capture::oplog::OplogSource;
 use mc_agent::metrics::Metrics;
-use mc_core::catalog::names::parse_oplog_key;
+use mc_core::catalog::names::{parse_oplog_key, snapshot_data_key};
 use mc_core::catalog::{list_snapshots, restorable_windows, Catalog, Repository, Timeline};
 use mc_core::format::StreamKind;
 use mc_tests::agent::{capture_settings, free_port, http_get, metric_value, wait_durable};
@@ -108,9 +109,15 @@ async fn incomplete(repo: &Repository) -> Vec<(String, Vec<String>)> {
     out
 }
 
-/// Starts `mc-agent snapshot` with the blocked collection held by the fail point and waits (a
-/// condition, not a sleep) until the other collection's part exists: the snapshot is then
-/// certainly in the middle. Returns the child and the incomplete snapshot's id.
+/// Starts `mc-agent snapshot` with the blocked collection held by the fail point and waits (on
+/// conditions, not a sleep) until the snapshot is certainly in the middle and writes nothing
+/// more until released: its find of [`BLOCKED`] waits at the fail point (`currentOp`), and
+/// every other collection is stored whole (its parts hold all of its documents). Returns the
+/// child and the incomplete snapshot's id.
+///
+/// The first part to appear is not enough: a collection of more than one segment
+/// (`a_small` is two at 64 KiB) is still being written then, and a part appearing after the
+/// return made "a running snapshot is not touched" compare unequal now and then.
 async fn start_held_snapshot(
     set: &PrivateReplSet,
     repo: &Repository,
@@ -122,6 +129,29 @@ async fn start_held_snapshot(
         doc! {"configureFailPoint": "waitInFindBeforeMakingBatch", "mode": "alwaysOn", "data": {"nss": BLOCKED}},
     )
     .await;
+    // What the snapshot copies besides the blocked collection: every other collection of the
+    // set (nothing writes to them while the snapshot runs).
+    let client = set.node_client(0);
+    let mut others = Vec::new();
+    for db in client.list_database_names().await.unwrap() {
+        if ["admin", "config", "local"].contains(&db.as_str()) {
+            continue;
+        }
+        for name in client.database(&db).list_collection_names().await.unwrap() {
+            let ns = format!("{db}.{name}");
+            if ns != BLOCKED && !name.starts_with("system.") {
+                let count = client
+                    .database(&db)
+                    .collection::<Document>(&name)
+                    .count_documents(doc! {})
+                    .await
+                    .unwrap();
+                others.push((ns, count));
+            }
+        }
+    }
+    assert!(!others.is_empty(), "a collection besides {BLOCKED} to copy");
+
     let before: BTreeSet<String> = incomplete(repo)
         .await
         .into_iter()
@@ -133,26 +163,69 @@ async fn start_held_snapshot(
         .spawn()
         .expect("mc-agent snapshot starts");
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut waiting_for = String::from("a part of the snapshot");
     loop {
-        if let Some((id, _)) = incomplete(repo)
+        let new = incomplete(repo)
             .await
             .into_iter()
-            .find(|(id, _)| !before.contains(id))
-        {
-            return (child, id);
+            .find(|(id, _)| !before.contains(id));
+        if let Some((id, parts)) = new {
+            match held_and_stored(set, repo, &id, &parts, &others).await {
+                Ok(()) => return (child, id),
+                Err(what) => waiting_for = what,
+            }
         }
         if let Some(status) = child.try_wait().unwrap() {
             panic!(
-                "mc-agent snapshot ended ({status}) before writing a part: {}",
+                "mc-agent snapshot ended ({status}) while waiting for {waiting_for}: {}",
                 show(&child.wait_with_output().unwrap())
             );
         }
         assert!(
             Instant::now() < deadline,
-            "no snapshot part appeared within 60 s"
+            "the held snapshot: no {waiting_for} within 60 s"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Whether snapshot `id` (data objects `parts`) is held at the fail point with each of `others`
+/// (namespace, documents) stored whole; if not, what is still missing.
+async fn held_and_stored(
+    set: &PrivateReplSet,
+    repo: &Repository,
+    id: &str,
+    parts: &[String],
+    others: &[(String, u64)],
+) -> Result<(), String> {
+    let held = set
+        .admin_command(
+            0,
+            doc! {"currentOp": 1, "ns": BLOCKED, "failpointMsg": "waitInFindBeforeMakingBatch"},
+        )
+        .await;
+    if held.get_array("inprog").map_or(true, |ops| ops.is_empty()) {
+        return Err(format!("find of {BLOCKED} waiting at the fail point"));
+    }
+    for (ns, count) in others {
+        // `.../data/<ns>/<part>.seg`: this collection's parts, whatever their number.
+        let first = snapshot_data_key(SOURCE, id, ns, 0);
+        let dir = &first[..=first.rfind('/').unwrap()];
+        let mut stored = 0u64;
+        for key in parts.iter().filter(|k| k.starts_with(dir)) {
+            // Objects are written whole (temporary file, then link), so a listed part reads.
+            let (_, records) = repo.read_segment(key).await.unwrap();
+            stored += records.len() as u64;
+        }
+        assert!(
+            stored <= *count,
+            "{ns}: {stored} of {count} documents stored"
+        );
+        if stored < *count {
+            return Err(format!("{ns} stored whole ({stored} of {count} documents)"));
+        }
+    }
+    Ok(())
 }
 
 async fn release(set: &PrivateReplSet) {
