@@ -35,6 +35,22 @@
 //!   this sets).
 //! - A newly elected primary's `hello` has no `lastWrite.majorityOpTime` until an entry of its
 //!   own term is majority-committed; [`PrivateReplSet::majority_point`] waits for it.
+//!
+//! # Forcing an election: never a single attempt
+//!
+//! An election is a race with heartbeats, election timeouts and the machine's load: run once,
+//! `replSetStepUp` failed with "Election failed" while the rest of the suite loaded both cores
+//! (`tests/failover.rs`), though it always won on an idle machine. So tests force elections only
+//! through the helpers here, which first wait for what the election needs and then retry it
+//! within `PATIENCE` (60 s), panicking with every member's state and optime if it never succeeds:
+//!
+//! - [`PrivateReplSet::step_down_primary`]: any caught-up member takes over (the server waits for
+//!   one and hands off);
+//! - [`PrivateReplSet::step_up`]: this member, and no other, becomes primary. A voter refuses a
+//!   candidate whose newest entry is older than its own, so the caller must make sure the voters
+//!   it needs are not ahead ([`PrivateReplSet::stop_replication`] stops replication at a point
+//!   where every member has the same history) and freeze (`replSetFreeze`) the members that must
+//!   not win instead.
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -280,24 +296,168 @@ impl PrivateReplSet {
     /// Steps the primary down (`replSetStepDown` 10 s, with up to 5 s for a secondary to catch
     /// up) and waits until another member is a writable primary; returns `(old, new)`. The old
     /// primary is unfrozen again so it can win the next election.
+    ///
+    /// It starts from a quiet set (a writable primary, every member PRIMARY or SECONDARY: no
+    /// election under way, see [`Self::wait_healthy`]). A step-down the server refuses (no
+    /// secondary caught up in time on a busy machine, or the primary deposed meanwhile) is
+    /// retried until the bound; the election that follows is the server's hand-off, or, should
+    /// that fail, an ordinary one after the election timeout.
     pub async fn step_down_primary(&self) -> (usize, usize) {
-        let old = self.wait_primary(None).await;
-        let result = self.nodes[old]
-            .client
-            .database("admin")
-            .run_command(doc! {"replSetStepDown": 10, "secondaryCatchUpPeriodSecs": 5})
-            .await;
-        // Since 4.2 the command answers ok; a network error (the connection closed as the node
-        // stepped down) means the same. Anything else (no caught-up secondary) is a failure.
-        if let Err(e) = result {
-            assert!(
-                is_connection_error(&e),
-                "replSetStepDown on member {old} failed: {e}"
-            );
-        }
+        let deadline = Instant::now() + PATIENCE;
+        let old = loop {
+            let old = self.wait_healthy().await;
+            let result = self.nodes[old]
+                .client
+                .database("admin")
+                .run_command(doc! {"replSetStepDown": 10, "secondaryCatchUpPeriodSecs": 5})
+                .await;
+            // Since 4.2 the command answers ok; a network error (the connection closed as the
+            // node stepped down) means the same.
+            let refused = match result {
+                Ok(_) => break old,
+                Err(e) if is_connection_error(&e) => break old,
+                Err(e) => e,
+            };
+            if !self.is_writable_primary(old).await {
+                // Not primary any more: deposed by someone else's election, or stepped down
+                // after all. Either way it did not stay primary; that is what was asked.
+                break old;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "replSetStepDown on member {old} refused for {PATIENCE:?}, last: {refused}\n{}",
+                    self.members_summary().await
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        };
         let new = self.wait_primary(Some(old)).await;
         self.admin_command(old, doc! {"replSetFreeze": 0}).await;
         (old, new)
+    }
+
+    /// Makes member `i` the writable primary with `replSetStepUp`: the one way tests elect a
+    /// chosen member.
+    ///
+    /// An election can fail for reasons that pass: another election under way (a member's
+    /// election timeout fired), a vote request crossing a newer term, a machine too busy to
+    /// answer in time. So this retries until `i` is a writable primary, for up to `PATIENCE`
+    /// (60 s), then panics with the last refusal and every member's state and optime. What it
+    /// cannot fix is a candidate that cannot win: a voter refuses a candidate whose newest entry
+    /// is older than its own, and an unfrozen member may win instead (see the module docs).
+    pub async fn step_up(&self, i: usize) {
+        let deadline = Instant::now() + PATIENCE;
+        let mut attempts = 0u32;
+        loop {
+            if self.is_writable_primary(i).await {
+                return;
+            }
+            attempts += 1;
+            let result = self.nodes[i]
+                .client
+                .database("admin")
+                .run_command(doc! {"replSetStepUp": 1})
+                .await;
+            let last = match result {
+                // Won. A new primary becomes writable once it has caught up and drained what
+                // it had fetched; it may also be deposed again in that time, then retry.
+                Ok(_) => loop {
+                    let hello = self.nodes[i]
+                        .client
+                        .database("admin")
+                        .run_command(doc! {"hello": 1})
+                        .await
+                        .unwrap_or_default();
+                    if hello.get_bool("isWritablePrimary").unwrap_or(false) {
+                        return;
+                    }
+                    if hello.get_bool("secondary").unwrap_or(false) || Instant::now() > deadline {
+                        break format!("won, but not a writable primary: {hello}");
+                    }
+                    tokio::time::sleep(POLL).await;
+                },
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() > deadline {
+                panic!(
+                    "replSetStepUp: member {i} not elected within {PATIENCE:?} ({attempts} \
+                     attempts, last: {last})\n{}\n{}",
+                    self.members_summary().await,
+                    self.log_tails(20)
+                );
+            }
+            // An election that failed leaves its term behind; give the set a heartbeat's time
+            // to settle on it before the next attempt.
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Stops replication on every member (fail point `stopReplProducer`, needs
+    /// [`ReplSetConfig::test_commands`]) at a point where every member holds the same history:
+    /// each secondary has applied the primary's newest entry and its fetcher is blocked at the
+    /// fail point (`waitForFailPoint`, not a sleep), so what the primary writes from now on
+    /// stays its own, and no member is ahead of another. Returns the primary.
+    ///
+    /// If the primary wrote meanwhile (its periodic no-op, say), a secondary may have fetched
+    /// more than another; replication is then let go and stopped again, until the bound.
+    pub async fn stop_replication(&self) -> usize {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let primary = self.wait_healthy().await;
+            let secondaries: Vec<usize> = (0..self.nodes.len())
+                .filter(|&i| i != primary && self.nodes[i].child.is_some())
+                .collect();
+            // Caught up first: every secondary at the primary's newest entry.
+            let target = self.last_write(primary).await;
+            let mut behind = Vec::new();
+            for &i in &secondaries {
+                if self.last_write(i).await != target {
+                    behind.push(i);
+                }
+            }
+            if !behind.is_empty() {
+                self.check_deadline(
+                    deadline,
+                    &format!("members {behind:?} caught up with primary {primary}"),
+                );
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
+            // Block every fetcher; a primary has none running, so only secondaries are waited
+            // for (a fetch in flight ends within its await time, about half the election
+            // timeout).
+            self.fail_point(primary, "stopReplProducer", true).await;
+            for &i in &secondaries {
+                let set = self
+                    .admin_command(
+                        i,
+                        doc! {"configureFailPoint": "stopReplProducer", "mode": "alwaysOn"},
+                    )
+                    .await;
+                let entered = number(&set, "count") + 1;
+                self.admin_command(
+                    i,
+                    doc! {
+                        "waitForFailPoint": "stopReplProducer",
+                        "timesEntered": entered,
+                        "maxTimeMS": PATIENCE.as_millis() as i64,
+                    },
+                )
+                .await;
+            }
+            // Nothing written in between: every member stopped at `target`.
+            let mut same = self.last_write(primary).await == target;
+            for &i in &secondaries {
+                same &= self.last_write(i).await == target;
+            }
+            if same {
+                return primary;
+            }
+            for i in std::iter::once(primary).chain(secondaries) {
+                self.fail_point(i, "stopReplProducer", false).await;
+            }
+            self.check_deadline(deadline, "replication stopped with every member alike");
+        }
     }
 
     /// Kills member `i` with SIGKILL (as a crash would) and reaps it.
@@ -547,6 +707,47 @@ impl PrivateReplSet {
                 ),
             }
         }
+    }
+
+    /// One line per member: its state and newest entry as the first member that answers
+    /// `replSetGetStatus` sees them, then what each running member says of itself.
+    async fn members_summary(&self) -> String {
+        let mut out = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.child.is_none() {
+                out.push(format!("member {i}: not running"));
+                continue;
+            }
+            let status = node
+                .client
+                .database("admin")
+                .run_command(doc! {"replSetGetStatus": 1})
+                .await;
+            match status {
+                Ok(status) => {
+                    let term = status.get("term").cloned().unwrap_or(Bson::Null);
+                    let me = status
+                        .get_array("members")
+                        .ok()
+                        .and_then(|ms| {
+                            ms.iter()
+                                .filter_map(Bson::as_document)
+                                .find(|m| m.get_bool("self").unwrap_or(false))
+                        })
+                        .map(|m| {
+                            format!(
+                                "{} optime {}",
+                                m.get_str("stateStr").unwrap_or("?"),
+                                m.get("optime").cloned().unwrap_or(Bson::Null)
+                            )
+                        })
+                        .unwrap_or_default();
+                    out.push(format!("member {i}: {me}, term {term}"));
+                }
+                Err(e) => out.push(format!("member {i}: replSetGetStatus failed: {e}")),
+            }
+        }
+        out.join("\n")
     }
 
     #[track_caller]

@@ -350,10 +350,14 @@ async fn rolled_back_entries_of_a_deposed_primary_are_never_captured() {
     wait_durable(&metrics, to_ts(set.majority_point(old).await)).await;
 
     // Nobody replicates from anybody any more, so what the old primary writes next stays its own
-    // (and, once deposed, it does not fetch the new history and roll back either).
-    for i in 0..3 {
-        set.fail_point(i, "stopReplProducer", true).await;
-    }
+    // (and, once deposed, it does not fetch the new history and roll back either). Replication
+    // stops where every member has the same history: neither secondary is ahead of the other,
+    // so the one to be elected gets the other's vote.
+    assert_eq!(
+        set.stop_replication().await,
+        old,
+        "the primary changed before the test deposed it"
+    );
     let db = unique_db("rollback");
     let w1 = set
         .node_client(old)
@@ -373,16 +377,19 @@ async fn rolled_back_entries_of_a_deposed_primary_are_never_captured() {
     let lost_last = to_ts(set.last_write(old).await);
     assert!(lost_last > before);
 
-    // Depose it and elect another member, which lacks those writes.
+    // Depose it and elect another member, which lacks those writes. The third member is
+    // frozen so that it cannot win instead (its own election timeout fires while there is no
+    // primary); the old one is kept out by its step-down (60 s), and refuses its vote (it has
+    // newer entries), so the candidate needs and gets the third's.
+    let candidate = (old + 1) % 3;
+    let third = (old + 2) % 3;
+    set.admin_command(third, doc! {"replSetFreeze": 60}).await;
     set.admin_command(
         old,
         doc! {"replSetStepDown": 60, "secondaryCatchUpPeriodSecs": 0, "force": true},
     )
     .await;
-    let candidate = (old + 1) % 3;
-    let third = (old + 2) % 3;
-    set.admin_command(candidate, doc! {"replSetStepUp": 1})
-        .await;
+    set.step_up(candidate).await;
     let new = set.wait_primary(Some(old)).await;
     assert_eq!(new, candidate);
     // The third member follows the new primary (not the old one), so the new history commits.
