@@ -29,4 +29,5 @@ pub mod replay;
 pub mod restore;
 pub mod target;
 pub mod users;
+mod verify_capped;
 pub mod verify_data;

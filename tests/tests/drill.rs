@@ -198,7 +198,8 @@ async fn drill_passes_reports_and_fails_on_sabotage() {
             "--json",
         ],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    // Without the source, a namespace replay changed cannot be verified: not a full pass.
+    assert_eq!(out.status.code(), Some(5), "{}", show(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let by_ns = |name: &str| {
         report["verification"]
@@ -214,6 +215,13 @@ async fn drill_passes_reports_and_fails_on_sabotage() {
     assert_eq!(
         by_ns("candidates")["status"],
         "not_verifiable",
+        "{report:#}"
+    );
+    assert_eq!(report["verdict"], "not_fully_verified", "{report:#}");
+    assert!(
+        report["reasons"]
+            .to_string()
+            .contains(&format!("{db_name}.candidates not verified")),
         "{report:#}"
     );
 

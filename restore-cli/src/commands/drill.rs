@@ -222,14 +222,21 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        let secs = |v: Option<f64>, what: &str| match v {
+            Some(s) => format!("{s:.1} s"),
+            None => format!("{what} not measured"),
+        };
         println!(
-            "drill {}: {} (RTO {:.1} s of {:.0} s, projected {:.1} s; RPO {:.0} s of {:.0} s)",
+            "drill {}: {} (RTO {} of {:.0} s, projected {}; RPO {} of {:.0} s)",
             report.id,
             report.verdict.word(),
-            report.rto.measured_seconds.unwrap_or(f64::NAN),
+            secs(report.rto.measured_seconds, "restore"),
             report.rto.target_seconds,
-            report.rto.projected_seconds.unwrap_or(f64::NAN),
-            report.rpo.measured_seconds.unwrap_or(f64::NAN),
+            report.rto.projected_seconds.map_or_else(
+                || "not computed: no documents loaded".into(),
+                |p| format!("{p:.1} s")
+            ),
+            secs(report.rpo.measured_seconds, "lag"),
             report.rpo.target_seconds
         );
         for r in &report.reasons {

@@ -451,26 +451,41 @@ async fn drill_phases(
         .filter(|c| c.status == "mismatch")
         .map(|c| format!("{} differs: {}", c.ns, c.details.join("; ")))
         .collect();
+    let unverified: Vec<String> = report
+        .verification
+        .iter()
+        .filter(|c| c.status == "not_verifiable")
+        .map(|c| format!("{} not verified: {}", c.ns, c.details.join("; ")))
+        .collect();
     if !failed.is_empty() {
         report.verdict = Verdict::VerificationFailed;
         report.reasons.extend(failed);
-    } else if !report.rto.met || !report.rpo.met {
+    } else if report.rto.met && report.rpo.met {
+        if !unverified.is_empty() {
+            report.verdict = Verdict::NotFullyVerified;
+            report.reasons.extend(unverified);
+        }
+    } else {
         report.verdict = Verdict::TargetMissed;
         if !report.rto.met {
             report.reasons.push(format!(
                 "RTO missed: restore took {:.1} s (projected {} at full size) against {:.0} s",
                 restore_seconds,
-                projected.map_or("-".into(), |p| format!("{p:.1} s")),
+                projected.map_or("not computed".into(), |p| format!("{p:.1} s")),
                 o.rto_seconds
             ));
         }
         if !report.rpo.met {
             report.reasons.push(format!(
-                "RPO missed: the newest restorable point trailed now by {:.0} s against {:.0} s",
-                report.rpo.measured_seconds.unwrap_or(f64::INFINITY),
+                "RPO missed: {} against {:.0} s",
+                report.rpo.measured_seconds.map_or_else(
+                    || "no restorable point was found".into(),
+                    |lag| format!("the newest restorable point trailed now by {lag:.0} s")
+                ),
                 o.rpo_seconds
             ));
         }
+        report.reasons.extend(unverified);
     }
     Ok(())
 }

@@ -17,6 +17,9 @@ pub enum Verdict {
     VerificationFailed,
     /// Restored and verified, but slower than the RTO or further behind than the RPO.
     TargetMissed,
+    /// Restored within the targets and nothing found wrong, but some namespaces could not be
+    /// verified (the reasons name them): not a full pass.
+    NotFullyVerified,
     /// The drill could not complete (the error says why).
     Error,
 }
@@ -29,6 +32,7 @@ impl Verdict {
             Verdict::Error => 1,
             Verdict::VerificationFailed => 3,
             Verdict::TargetMissed => 4,
+            Verdict::NotFullyVerified => 5,
         }
     }
 
@@ -37,6 +41,7 @@ impl Verdict {
             Verdict::Pass => "PASS",
             Verdict::VerificationFailed => "FAIL: verification",
             Verdict::TargetMissed => "FAIL: target missed",
+            Verdict::NotFullyVerified => "NOT A FULL PASS: not everything could be verified",
             Verdict::Error => "FAIL: error",
         }
     }
