@@ -41,6 +41,7 @@ pub fn bound_allocator_retention() {
         }
         const M_MMAP_THRESHOLD: i32 = -3;
         // SAFETY: mallopt only changes allocator tunables; it is safe to call at any time.
+        #[allow(unsafe_code)]
         unsafe {
             mallopt(M_MMAP_THRESHOLD, 1 << 20);
         }
