@@ -30,6 +30,34 @@ pub struct CollectionState {
     pub documents: Vec<Vec<u8>>,
     /// (name, key as relaxed JSON, unique) of every index.
     pub indexes: Vec<(String, String, bool)>,
+    /// `listCollections` options (validator, capped size and max, collation, clustered index,
+    /// time-series, a view's `viewOn` and `pipeline`, …) as relaxed JSON, top-level keys sorted.
+    /// Compared by [`state_differences`], not by [`assert_same_state`].
+    pub options: String,
+    /// Every index's full specification without `v` and `ns` (TTL, collation, partial filter,
+    /// sparse, hidden, text weights, …) as relaxed JSON, top-level keys sorted; sorted.
+    /// Compared by [`state_differences`], not by [`assert_same_state`].
+    pub index_specs: Vec<String>,
+    /// Capped collections only (else empty): raw BSON of every document in natural order, the
+    /// order `find` returns without a sort. Compared by [`state_differences`].
+    pub natural: Vec<Vec<u8>>,
+}
+
+/// `d` as relaxed JSON with its top-level keys sorted (nested documents keep their order, which
+/// can matter: index keys, validators).
+fn sorted_json(d: &Document) -> String {
+    let mut keys: Vec<&String> = d.keys().collect();
+    keys.sort();
+    let mut sorted = Document::new();
+    for k in keys {
+        sorted.insert(
+            k.clone(),
+            d.get(k).cloned().unwrap_or(mongodb::bson::Bson::Null),
+        );
+    }
+    mongodb::bson::Bson::Document(sorted)
+        .into_relaxed_extjson()
+        .to_string()
 }
 
 /// Every collection of a database, by name (system collections left out).
@@ -49,8 +77,12 @@ pub async fn db_state(client: &Client, db: &str) -> DbState {
             continue;
         }
         let kind = info.get_str("type").unwrap_or("collection").to_owned();
+        let options_doc = info.get_document("options").cloned().unwrap_or_default();
+        let options = sorted_json(&options_doc);
         let mut documents = Vec::new();
         let mut indexes = Vec::new();
+        let mut index_specs = Vec::new();
+        let mut natural = Vec::new();
         if kind != "view" {
             let coll = database.collection::<RawDocumentBuf>(&name);
             let mut docs = coll
@@ -65,7 +97,7 @@ pub async fn db_state(client: &Client, db: &str) -> DbState {
                 .run_cursor_command(doc! {"listIndexes": &name})
                 .await
                 .expect("listIndexes");
-            while let Some(spec) = specs.try_next().await.expect("index specs") {
+            while let Some(mut spec) = specs.try_next().await.expect("index specs") {
                 let key = spec.get_document("key").cloned().unwrap_or_default();
                 indexes.push((
                     spec.get_str("name").unwrap_or_default().to_owned(),
@@ -74,8 +106,18 @@ pub async fn db_state(client: &Client, db: &str) -> DbState {
                         .to_string(),
                     spec.get_bool("unique").unwrap_or(false),
                 ));
+                spec.remove("v");
+                spec.remove("ns");
+                index_specs.push(sorted_json(&spec));
             }
             indexes.sort();
+            index_specs.sort();
+            if options_doc.get_bool("capped").unwrap_or(false) {
+                let mut docs = coll.find(doc! {}).await.expect("find in natural order");
+                while let Some(d) = docs.try_next().await.expect("documents") {
+                    natural.push(d.as_bytes().to_vec());
+                }
+            }
         }
         state.insert(
             name,
@@ -83,6 +125,9 @@ pub async fn db_state(client: &Client, db: &str) -> DbState {
                 kind,
                 documents,
                 indexes,
+                options,
+                index_specs,
+                natural,
             },
         );
     }
@@ -122,6 +167,120 @@ pub fn assert_same_state(label: &str, expected: &DbState, actual: &DbState) {
             );
         }
     }
+}
+
+/// Writes one document into `{db}_marker` (outside the restored databases) and returns its
+/// oplog timestamp: a restore point after every write acknowledged before the call.
+pub async fn marker_point(client: &Client, db: &str) -> mc_core::format::OplogTs {
+    let mut session = client.start_session().await.expect("a session");
+    client
+        .database(&format!("{db}_marker"))
+        .collection::<Document>("m")
+        .insert_one(doc! {"at": chrono::Utc::now().timestamp_millis()})
+        .session(&mut session)
+        .await
+        .expect("marker write");
+    let t = session
+        .operation_time()
+        .expect("the marker's operation time");
+    mc_core::format::OplogTs::new(t.time, t.increment)
+}
+
+/// A document for a message: relaxed JSON cut to `max` characters.
+pub fn show_document(bytes: &[u8], max: usize) -> String {
+    let text = RawDocumentBuf::from_bytes(bytes.to_vec())
+        .ok()
+        .and_then(|d| Document::try_from(d.as_ref()).ok())
+        .map(|d| {
+            mongodb::bson::Bson::Document(d)
+                .into_relaxed_extjson()
+                .to_string()
+        })
+        .unwrap_or_else(|| format!("<{} bytes, not a document>", bytes.len()));
+    if text.chars().count() <= max {
+        text
+    } else {
+        let cut: String = text.chars().take(max).collect();
+        format!("{cut}… ({} bytes)", bytes.len())
+    }
+}
+
+/// Every difference between an expected and a restored state, at most one line per collection
+/// (the first difference found: presence, kind, options, index specifications, document count,
+/// the first differing document in `_id` order, then natural order for capped collections), each
+/// starting with the collection's name. Empty when the states are equal. Compares more than
+/// [`assert_same_state`]: options, full index specifications and natural order too.
+pub fn state_differences(expected: &DbState, actual: &DbState) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in actual.keys().filter(|n| !expected.contains_key(*n)) {
+        out.push(format!("{name}: restored but absent from the source"));
+    }
+    for (name, want) in expected {
+        let Some(got) = actual.get(name) else {
+            out.push(format!("{name}: missing from the restored database"));
+            continue;
+        };
+        // The first differing document (in `what` order) of two lists of equal prefix.
+        let first_doc = |what: &str, want: &[Vec<u8>], got: &[Vec<u8>]| -> Option<String> {
+            (0..want.len().min(got.len()))
+                .find(|&i| got[i] != want[i])
+                .map(|i| {
+                    format!(
+                        "{what} document #{i} differs:\n    expected {}\n    restored {}",
+                        show_document(&want[i], 400),
+                        show_document(&got[i], 400)
+                    )
+                })
+        };
+        let diff = if got.kind != want.kind {
+            Some(format!("kind {:?} expected, {:?} restored", want.kind, got.kind))
+        } else if got.options != want.options {
+            Some(format!(
+                "options differ:\n    expected {}\n    restored {}",
+                want.options, got.options
+            ))
+        } else if got.index_specs != want.index_specs {
+            let missing: Vec<_> = want
+                .index_specs
+                .iter()
+                .filter(|s| !got.index_specs.contains(s))
+                .collect();
+            let extra: Vec<_> = got
+                .index_specs
+                .iter()
+                .filter(|s| !want.index_specs.contains(s))
+                .collect();
+            Some(format!(
+                "indexes differ:\n    expected but not restored {missing:?}\n    restored but not expected {extra:?}"
+            ))
+        } else if got.documents.len() != want.documents.len() {
+            Some(format!(
+                "{} documents expected, {} restored{}",
+                want.documents.len(),
+                got.documents.len(),
+                first_doc("; first difference in _id order:", &want.documents, &got.documents)
+                    .unwrap_or_default()
+            ))
+        } else {
+            first_doc("_id order:", &want.documents, &got.documents).or_else(|| {
+                (got.natural != want.natural)
+                    .then(|| {
+                        first_doc("natural order:", &want.natural, &got.natural).unwrap_or_else(
+                            || {
+                                format!(
+                                    "natural order: {} documents expected, {} restored",
+                                    want.natural.len(),
+                                    got.natural.len()
+                                )
+                            },
+                        )
+                    })
+            })
+        }
+        .map(|d| format!("{name}: {d}"));
+        out.extend(diff);
+    }
+    out
 }
 
 /// Runs `mc-restore` with `args`, returning its output (never panics on a non-zero exit).
