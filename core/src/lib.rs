@@ -12,6 +12,8 @@
 //!   checks and its secret references.
 //! - [`kafka`]: a small blocking Kafka client (groups, committed offsets, watermarks, commits)
 //!   for the offset capture and the offset reset.
+//! - [`secret`]: [`secret::Secret`], a resolved secret value that never prints itself; a leaf
+//!   both `policy` and `kafka` use.
 //! - [`logging`], [`cli`]: what the binaries share at their edges.
 //!
 //! The repository format is specified in `docs/format.md`; the way the pieces fit together is
@@ -24,4 +26,5 @@ pub mod format;
 pub mod kafka;
 pub mod logging;
 pub mod policy;
+pub mod secret;
 pub mod storage;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use rdkafka::config::ClientConfig;
 use serde::Deserialize;
 
-use crate::policy::Secret;
+use crate::secret::Secret;
 
 /// `security.protocol`: what runs under the Kafka protocol.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]

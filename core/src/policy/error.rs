@@ -4,7 +4,19 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use serde::de;
+
 use crate::crypto::KeyError;
+
+/// Separates a message from its fix inside the text of a serde custom error, so our own value
+/// checks can carry a precise hint through the YAML deserializer. A control character, so it
+/// never occurs in serde's or the parser's own messages.
+pub(super) const HINT_SEPARATOR: char = '\u{1f}';
+
+/// A serde error carrying `message` and the `hint` that fixes it.
+pub(super) fn invalid<E: de::Error>(message: impl fmt::Display, hint: impl fmt::Display) -> E {
+    E::custom(format!("{message}{HINT_SEPARATOR}{hint}"))
+}
 
 /// Where in a policy something is: `policies/dev.yaml:12:3: objectives.rpo: `. Parts that are not
 /// known are left out, so a [`Place::default`] prints nothing.

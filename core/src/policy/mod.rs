@@ -17,6 +17,7 @@
 mod duration;
 mod error;
 mod load;
+mod locations;
 mod schema;
 mod secret;
 #[cfg(test)]
@@ -24,6 +25,8 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 
+/// Kept here for callers that name it `mc_core::policy::Secret`; it lives in [`crate::secret`].
+pub use crate::secret::Secret;
 pub use duration::{
     format_duration, format_size, parse_duration, parse_size, DURATION_FORMS, SIZE_FORMS,
 };
@@ -34,7 +37,7 @@ pub use schema::{
     MongoSettings, Objectives, Policy, RepoUrlSource, RepositorySettings, RetentionSettings,
     SnapshotSettings, SourceSettings, CRON_FORMS, POLICY_VERSION,
 };
-pub use secret::{Secret, SecretRef};
+pub use secret::SecretRef;
 
 use crate::crypto::{KeyError, Keyring};
 use crate::storage::RepoUrl;

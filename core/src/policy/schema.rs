@@ -15,7 +15,8 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 use super::duration::{parse_duration, parse_size, DURATION_FORMS, SIZE_FORMS};
-use super::load::{invalid, FieldLocations};
+use super::error::invalid;
+use super::locations::FieldLocations;
 use super::secret::{secret_from_map, SecretRef};
 use crate::crypto::KeyringSource;
 use crate::storage::RepoUrl;

@@ -1,6 +1,6 @@
 //! Secret references: a policy never holds a password-bearing value itself, only where to find
 //! it (`{ env: VARIABLE }` or `{ file: /path }`). [`SecretRef::resolve`] reads it into a
-//! [`Secret`], which wipes its memory on drop and never prints its value.
+//! [`Secret`] (`crate::secret`), which wipes its memory on drop and never prints its value.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -9,8 +9,8 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::error::{Place, PolicyError};
-use super::load::invalid;
+use super::error::{invalid, Place, PolicyError};
+use crate::secret::Secret;
 
 /// What a secret reference looks like, quoted in errors.
 pub const SECRET_FORMS: &str = "write `{ env: VARIABLE }` (the value is read from that environment variable) or `{ file: /path/to/secret }` (e.g. a mounted Kubernetes Secret)";
@@ -53,7 +53,8 @@ impl SecretRef {
                         path: path.clone(),
                     });
                 }
-                Ok(Secret(text))
+                // Moves the buffer (no copy); the Secret zeroes it, truncated bytes included.
+                Ok(Secret::new(std::mem::take(&mut *text)))
             }
         }
     }
@@ -78,33 +79,6 @@ fn env_missing(var: &str, state: &'static str) -> PolicyError {
 impl fmt::Display for SecretRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.describe())
-    }
-}
-
-/// A resolved secret value: zeroed when dropped, printed as `<redacted>`.
-pub struct Secret(Zeroizing<String>);
-
-impl Secret {
-    /// Wraps a value (taking ownership, so no unzeroed copy is left behind by this call).
-    pub fn new(value: String) -> Self {
-        Secret(Zeroizing::new(value))
-    }
-
-    /// The value itself. Keep what you derive from it out of logs and errors.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
     }
 }
 
@@ -189,14 +163,6 @@ pub(super) fn resolve_at(secret: &SecretRef, place: Place) -> Result<Secret, Pol
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secrets_never_print_their_value() {
-        let secret = Secret::new("mongodb://admin:hunter2@db".into());
-        assert_eq!(format!("{secret:?}"), "Secret(<redacted>)");
-        assert_eq!(secret.to_string(), "<redacted>");
-        assert_eq!(secret.expose(), "mongodb://admin:hunter2@db");
-    }
 
     #[test]
     fn files_lose_one_trailing_newline() {
