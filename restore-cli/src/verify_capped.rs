@@ -9,8 +9,9 @@
 //! - the documents at T, in natural order, are those deleted after T that were inserted
 //!   before it (oldest first: the order they were deleted in), followed by today's documents
 //!   not inserted after T;
-//! - a document still there and not updated since T has its content at T; the content of one
-//!   deleted or updated since is not known, and only its `_id` and position are compared.
+//! - a document still there and not updated since T has its content at T; so has one deleted
+//!   since whose insert the oplog still holds with no update after it (its `o` is the document);
+//!   the content of any other is not known, and only its `_id` and position are compared.
 //!
 //! The target must hold the same `_id`s in the same natural order (a mismatch otherwise), and
 //! the same bytes wherever the content at T is known. What is not compared is said, never
@@ -151,6 +152,8 @@ pub(crate) async fn compare(
         });
     }
 
+    recover_deleted_contents(source, sns, at, &mut expected).await?;
+
     let restored = natural_order(target, tns, "target").await?;
     let mut th = Sha256::new();
     for d in &restored {
@@ -200,4 +203,73 @@ pub(crate) async fn compare(
         source_sha256,
         content_unknown,
     })
+}
+
+/// Fills in the content at T of documents deleted since T, from their inserts in the oplog,
+/// where no update of the document follows the insert.
+async fn recover_deleted_contents(
+    source: &Client,
+    sns: &str,
+    at: Timestamp,
+    expected: &mut [AtT],
+) -> Result<(), ReadError> {
+    let unknown: Vec<Bson> = expected
+        .iter()
+        .filter(|e| e.bytes.is_none())
+        .map(|e| e.id.clone())
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let filter = doc! {
+        "ts": {"$lte": at},
+        "ns": sns,
+        "$or": [
+            {"op": "i", "o._id": {"$in": unknown.clone()}},
+            {"op": "u", "o2._id": {"$in": unknown}},
+        ],
+    };
+    let entries: Vec<RawDocumentBuf> = async {
+        source
+            .database("local")
+            .collection::<RawDocumentBuf>("oplog.rs")
+            .find(filter)
+            .sort(doc! {"$natural": 1})
+            .await?
+            .try_collect()
+            .await
+    }
+    .await
+    .map_err(|source| ReadError {
+        side: "source",
+        what: format!("reading the oplog's inserts of {sns}"),
+        source,
+    })?;
+    let mut content: std::collections::HashMap<String, Option<Vec<u8>>> = Default::default();
+    for e in &entries {
+        let op = e.get_str("op").unwrap_or_default();
+        let doc = if op == "u" {
+            e.get_document("o2").ok()
+        } else {
+            e.get_document("o").ok()
+        };
+        let Some(id) = doc
+            .and_then(|d| d.get("_id").ok().flatten())
+            .and_then(|id| Bson::try_from(id).ok())
+        else {
+            continue;
+        };
+        let bytes = match op {
+            "i" => e.get_document("o").ok().map(|o| o.as_bytes().to_vec()),
+            // Updated after its insert: the content at T is not simply the insert's.
+            _ => None,
+        };
+        content.insert(show(&id), bytes);
+    }
+    for e in expected.iter_mut().filter(|e| e.bytes.is_none()) {
+        if let Some(Some(bytes)) = content.get(&show(&e.id)) {
+            e.bytes = Some(bytes.clone());
+        }
+    }
+    Ok(())
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::process::Output;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use mc_tests::mongod::PrivateReplSet;
 use mc_tests::restore::{copy_db, show};
 use mc_tests::*;
@@ -329,5 +330,111 @@ async fn an_unreachable_source_is_an_error_that_says_so() {
         !err.contains("s3cr3tpw"),
         "password printed: {}",
         show(&out)
+    );
+}
+
+/// Capped collections cannot be read at a past cluster time; verify-data rebuilds the state at T
+/// from today's documents and the oplog since, and compares natural order, not only the set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn capped_collections_are_verified_in_natural_order() {
+    let client = mongo_client().await;
+    let db_name = unique_db("vdcap");
+    let db = client.database(&db_name);
+    db.run_command(doc! {"create": "log", "capped": true, "size": 8192, "max": 20})
+        .await
+        .unwrap();
+    let log = db.collection::<Document>("log");
+    for round in 0..4 {
+        log.insert_many(
+            (0..10)
+                .map(|i| doc! {"_id": round * 10 + i, "line": format!("entry {round}/{i}")})
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    }
+    // T: the newest write so far; the collection holds _id 20..39 in that order.
+    let t = client
+        .database("local")
+        .collection::<Document>("oplog.rs")
+        .find_one(doc! {"ns": format!("{db_name}.log")})
+        .sort(doc! {"$natural": -1})
+        .await
+        .unwrap()
+        .expect("the inserts' oplog entries")
+        .get_timestamp("ts")
+        .unwrap();
+
+    // The target: an exact copy in natural order.
+    let target = PrivateReplSet::start(Default::default()).await;
+    let restored = format!("{db_name}_r");
+    let tdb = target.node_client(0).database(&restored);
+    tdb.run_command(doc! {"create": "log", "capped": true, "size": 8192, "max": 20})
+        .await
+        .unwrap();
+    let at_t: Vec<Document> = log
+        .find(doc! {})
+        .sort(doc! {"$natural": 1})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(at_t.len(), 20);
+    let tlog = tdb.collection::<Document>("log");
+    for d in &at_t {
+        tlog.insert_one(d.clone()).await.unwrap();
+    }
+
+    // After T the source wraps again: half its documents at T are evicted.
+    log.insert_many(
+        (40..50)
+            .map(|i| doc! {"_id": i, "line": format!("late {i}")})
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+
+    let source_uri = mongodb_uri();
+    let target_uri = target.uri();
+    let ns = format!("{db_name}.*");
+    let at = format!("ts:{}:{}", t.time, t.increment);
+    let args = [
+        "--at",
+        &at,
+        "--source-uri",
+        &source_uri,
+        "--target",
+        &target_uri,
+        "--ns",
+        &ns,
+        "--ns-from",
+        &db_name,
+        "--ns-to",
+        &restored,
+        "--json",
+    ];
+    let out = verify_data(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got = by_ns(&report);
+    let (status, entry) = &got[&format!("{db_name}.log")];
+    assert_eq!(status, "match", "{report:#}");
+    assert_eq!(entry["documents"]["source_count"], 20, "{report:#}");
+
+    // The same documents in another order: a mismatch (exit 3) that says where.
+    let first = at_t[0].clone();
+    tdb.run_command(doc! {"delete": "log", "deletes": [{"q": {"_id": first.get("_id").unwrap().clone()}, "limit": 1}]})
+        .await
+        .unwrap();
+    tlog.insert_one(first).await.unwrap();
+    let out = verify_data(&args);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (status, entry) = &by_ns(&report)[&format!("{db_name}.log")];
+    assert_eq!(status, "mismatch", "{report:#}");
+    assert!(
+        entry["mismatches"].to_string().contains("natural order"),
+        "{report:#}"
     );
 }
