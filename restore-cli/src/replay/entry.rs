@@ -600,3 +600,7 @@ pub fn apply_ops_command(ops: &[RawDocumentBuf], always_upsert: bool) -> RawDocu
     cmd.append(cstr!("alwaysUpsert"), always_upsert);
     cmd
 }
+
+#[cfg(test)]
+#[path = "entry_tests.rs"]
+mod tests;
