@@ -589,7 +589,7 @@ fn fmt_ts(ts: Timestamp) -> String {
     format!("ts:{}:{}", ts.time, ts.increment)
 }
 
-/// An `applyOps` command document for `ops`.
+/// An `applyOps` command document for `ops`, validation bypassed.
 pub fn apply_ops_command(ops: &[RawDocumentBuf], always_upsert: bool) -> RawDocumentBuf {
     let mut array = RawArrayBuf::new();
     for op in ops {
@@ -598,6 +598,9 @@ pub fn apply_ops_command(ops: &[RawDocumentBuf], always_upsert: bool) -> RawDocu
     let mut cmd = RawDocumentBuf::new();
     cmd.append(cstr!("applyOps"), array);
     cmd.append(cstr!("alwaysUpsert"), always_upsert);
+    // The source already decided what its validator let through (an application may bypass
+    // it, or its action may have been `warn` then): replay never asks again.
+    cmd.append(cstr!("bypassDocumentValidation"), true);
     cmd
 }
 
