@@ -1,5 +1,6 @@
 //! The agent's HTTP endpoint: `/metrics` (Prometheus text), `/healthz` (the process is alive),
-//! `/readyz` (capture is connected and tailing), `/status` (JSON for people and scripts).
+//! `/readyz` (capture is connected and tailing; otherwise what it waits for), `/status` (JSON for
+//! people and scripts, with the store's state and since when).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -64,18 +65,20 @@ async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
 
 async fn ready(State(s): State<AppState>) -> impl IntoResponse {
     if s.metrics.capturing.load(Relaxed) == 1 {
-        (StatusCode::OK, "capturing\n")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not capturing (connecting, standing by or stopping)\n",
-        )
+        return (StatusCode::OK, "capturing\n".to_owned());
     }
+    let waiting = s.metrics.waiting_for.lock().ok().and_then(|w| w.clone());
+    let reason = match waiting {
+        Some(what) => format!("not ready: waiting for {what}\n"),
+        None => "not capturing (connecting, standing by or stopping)\n".to_owned(),
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, reason)
 }
 
 async fn status(State(s): State<AppState>) -> impl IntoResponse {
     Json(serde_json::json!({
         "source": &*s.source,
         "capture": s.metrics.status(),
+        "store": s.metrics.store_status(),
     }))
 }

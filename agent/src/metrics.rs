@@ -2,12 +2,14 @@
 //! Prometheus text format for `/metrics` and as JSON for `/status`. Plain atomics: the hot path
 //! pays one relaxed add per event.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use mc_core::format::OplogTs;
+use mc_core::storage::health::{Backlog, HealthSnapshot, StoreState};
+use mc_core::storage::StoreHealth;
 use serde::Serialize;
 
 /// Everything the agent reports.
@@ -47,6 +49,18 @@ pub struct Metrics {
     pub drills: DrillMetrics,
     /// Retention as the snapshot schedule runs it.
     pub retention: RetentionMetrics,
+    /// The repository's store as its logging layer sees it (`mc_repository_up`,
+    /// `mc_store_errors_total`, `/status`'s `store`).
+    pub store: Arc<StoreHealth>,
+    /// Oplog batches handed to the upload sink and not yet stored, oldest first: the wall time
+    /// (Unix ms) of each one's first entry and its bytes.
+    pub upload_waiting: Mutex<VecDeque<(i64, u64)>>,
+    /// The majority commit point when shutdown began (packed), 0 before.
+    pub stop_majority_ts: AtomicU64,
+    /// The newest entry durable before this process started capturing (packed), 0 if none.
+    pub resume_floor_ts: AtomicU64,
+    /// Why the agent is not ready yet (`/readyz`), while it waits for something.
+    pub waiting_for: Mutex<Option<String>>,
 }
 
 /// What the newest scheduled retention run found and did (this process, while it held the lease).
@@ -224,6 +238,8 @@ pub struct StatusSnapshot {
     pub rpo_seconds: Option<f64>,
     /// Kafka offset capture; `None` when the policy has no `kafka:` section.
     pub kafka: Option<KafkaStatus>,
+    /// Bytes of oplog handed to the upload and not yet stored.
+    pub upload_waiting_bytes: u64,
 }
 
 /// The Kafka part of `/status`.
@@ -259,6 +275,48 @@ impl Metrics {
         self.majority_ts.fetch_max(pack(ts), Relaxed);
     }
 
+    /// A batch was handed to the upload sink: it waits until [`Metrics::upload_stored`].
+    pub fn upload_queued(&self, first_wall_ms: i64, bytes: u64) {
+        if let Ok(mut q) = self.upload_waiting.lock() {
+            q.push_back((first_wall_ms, bytes));
+        }
+    }
+
+    /// The oldest batch waiting for the store is stored.
+    pub fn upload_stored(&self) {
+        if let Ok(mut q) = self.upload_waiting.lock() {
+            q.pop_front();
+        }
+    }
+
+    /// What waits for the store: bytes, and the age of the oldest entry not yet stored.
+    pub fn backlog(&self) -> Backlog {
+        let (bytes, oldest) = self
+            .upload_waiting
+            .lock()
+            .map(|q| (q.iter().map(|(_, b)| b).sum(), q.front().map(|(w, _)| *w)))
+            .unwrap_or((0, None));
+        let now = chrono::Utc::now().timestamp_millis();
+        Backlog {
+            waiting_bytes: bytes,
+            oldest_age: oldest
+                .filter(|w| *w > 0)
+                .map(|w| std::time::Duration::from_millis((now - w).max(0) as u64)),
+        }
+    }
+
+    /// Says why the agent is not ready (`None`: nothing awaited).
+    pub fn set_waiting_for(&self, what: Option<String>) {
+        if let Ok(mut w) = self.waiting_for.lock() {
+            *w = what;
+        }
+    }
+
+    /// The store's health for `/status`.
+    pub fn store_status(&self) -> HealthSnapshot {
+        self.store.snapshot()
+    }
+
     /// now − wall time of the newest durable entry, when there is one.
     pub fn rpo_seconds(&self) -> Option<f64> {
         let wall = self.durable_wall_ms.load(Relaxed);
@@ -283,6 +341,7 @@ impl Metrics {
             newest_durable_wall: rfc3339_ms(wall),
             rpo_seconds: self.rpo_seconds(),
             kafka: (self.kafka.enabled.load(Relaxed) == 1).then(|| self.kafka.status()),
+            upload_waiting_bytes: self.backlog().waiting_bytes,
         }
     }
 
@@ -444,6 +503,18 @@ impl Metrics {
             self.rpo_seconds()
                 .map_or("-1".into(), |r| format!("{r:.3}")),
         );
+        metric(
+            "mc_repository_up",
+            "gauge",
+            "1 while the repository's object store answers (the newest attempt got an answer), 0 while it fails or before it first answered.",
+            u8::from(self.store.state() == StoreState::Up).to_string(),
+        );
+        metric(
+            "mc_upload_waiting_bytes",
+            "gauge",
+            "Bytes of oplog handed to the upload and not yet stored.",
+            self.backlog().waiting_bytes.to_string(),
+        );
         let k = &self.kafka;
         if k.enabled.load(Relaxed) == 1 {
             metric(
@@ -503,6 +574,17 @@ impl Metrics {
                     );
                 }
             }
+        }
+        let name = "mc_store_errors_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Failed or timed-out attempts on the object store, by operation and kind (each is retried).\n# TYPE {name} counter"
+        );
+        for ((op, kind), n) in self.store.errors() {
+            let _ = writeln!(
+                out,
+                "{name}{{source=\"{source}\",op=\"{op}\",kind=\"{kind}\"}} {n}"
+            );
         }
         out
     }

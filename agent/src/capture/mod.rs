@@ -16,11 +16,13 @@ use std::time::{Duration, Instant};
 
 use mc_core::catalog::{Catalog, RepoError, Repository, Timeline};
 use mc_core::format::{OplogTs, StreamKind};
+use mc_core::storage::retry::Backoff;
+use mc_core::storage::RetryPolicy;
 use tokio::sync::{mpsc, watch};
 
-use self::batcher::{Batcher, CutRules};
+use self::batcher::{Batch, Batcher, CutRules};
 use self::oplog::{Chunk, OplogSource};
-use self::upload::{upload_batches, Budget, UploadSettings};
+use self::upload::{upload_batches, Budget, Queued, UploadSettings};
 use crate::metrics::Metrics;
 
 /// Makes glibc's malloc give large blocks back to the system when they are freed.
@@ -115,9 +117,24 @@ pub async fn start_point(
     }
 }
 
-/// Runs capture until `shutdown` turns true, then seals and stores everything majority-committed
-/// and returns. Source errors (e.g. a failover) lead to reconnecting from the last entry handed
-/// to the sink; nothing uncommitted is ever stored.
+/// Waits for the batch's share of the budget, counts it as waiting for the store, and hands it
+/// to the sink. `false` when the sink is gone.
+async fn hand_over(
+    tx: &mpsc::Sender<Queued>,
+    budget: &Budget,
+    batch: Batch,
+    metrics: &Metrics,
+) -> bool {
+    let queued = budget.admit(batch).await;
+    metrics.upload_queued(queued.first_wall_ms(), queued.bytes());
+    tx.send(queued).await.is_ok()
+}
+
+/// Runs capture until `shutdown` turns true, then reads the oplog up to the majority commit
+/// point of that moment, seals and stores it, and returns; the caller bounds how long that may
+/// take (the shutdown grace). The last line says what is durable: everything majority-committed
+/// at the stop, or exactly how far it got. Source errors (e.g. a failover) lead to reconnecting
+/// from the last entry handed to the sink; nothing uncommitted is ever stored.
 pub async fn run(
     repo: Repository,
     source: OplogSource,
@@ -131,6 +148,9 @@ pub async fn run(
         StartPoint::After(ts) => (Some(ts), start),
         StartPoint::From(_) => (None, start),
     };
+    if let StartPoint::After(ts) = start {
+        metrics.resume_floor_ts.store(pack(ts), Relaxed);
+    }
     let mut batcher = Batcher::new(settings.rules, prev);
 
     // Memory: the batcher holds at most one segment's committed entries (it is cut as soon as
@@ -148,10 +168,14 @@ pub async fn run(
 
     let mut tick = tokio::time::interval(settings.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = RetryPolicy::forever().backoff();
     // The member the pending entries came from: only its commit point may release them.
     let mut last_node: Option<OplogSource> = None;
-    'connect: while !*shutdown.borrow() {
+    // Once shutdown began: the majority point to read up to before stopping.
+    let mut drain_to: Option<OplogTs> = None;
+    // The newest entry read (or the resume point): draining ends when it reaches `drain_to`.
+    let mut last_read: Option<OplogTs> = prev;
+    'connect: while !*shutdown.borrow() || drain_to.is_some() {
         let from = match resume {
             StartPoint::After(ts) | StartPoint::From(ts) => ts,
         };
@@ -161,6 +185,10 @@ pub async fn run(
                 last_node = Some(n.clone());
                 n
             }
+            Err(e) if drain_to.is_some() => {
+                tracing::warn!(error = %e, "stopping: cannot reach MongoDB; storing what was read");
+                break 'connect;
+            }
             Err(e) => {
                 reconnect_wait(&metrics, &e, &mut backoff, &mut shutdown).await;
                 continue 'connect;
@@ -168,6 +196,10 @@ pub async fn run(
         };
         let mut ahead = match node.tail_from(from).await {
             Ok(c) => c.read_ahead(),
+            Err(e) if drain_to.is_some() => {
+                tracing::warn!(error = %e, "stopping: cannot reach MongoDB; storing what was read");
+                break 'connect;
+            }
             Err(e) => {
                 reconnect_wait(&metrics, &e, &mut backoff, &mut shutdown).await;
                 continue 'connect;
@@ -180,9 +212,30 @@ pub async fn run(
         };
         metrics.capturing.store(1, Relaxed);
         'read: loop {
+            if let Some(target) = drain_to {
+                if last_read.is_some_and(|r| r >= target) {
+                    break 'connect;
+                }
+            }
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => break 'connect,
+                _ = shutdown.changed(), if drain_to.is_none() => {
+                    // Read on up to the majority point of this moment, so what is committed
+                    // now is stored; without it (MongoDB unreachable) stop at once.
+                    match node.node_state().await {
+                        Ok(state) => {
+                            metrics.stop_majority_ts.store(pack(state.majority), Relaxed);
+                            metrics.set_majority(state.majority);
+                            batcher.set_majority(state.majority);
+                            drain_to = Some(state.majority);
+                            tracing::info!(majority = %state.majority, "stopping: reading the oplog up to the majority commit point, then storing it");
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "stopping: cannot read the majority commit point; storing what was read");
+                            break 'connect;
+                        }
+                    }
+                }
                 _ = tick.tick() => {
                     match node.node_state().await {
                         Ok(state) if !state.primary => {
@@ -191,7 +244,7 @@ pub async fn run(
                             batcher.set_majority(state.majority);
                             while let Some(batch) = batcher.next_batch(Instant::now(), true) {
                                 resume = StartPoint::After(batch.last());
-                                if tx.send(budget.admit(batch).await).await.is_err() { break 'connect; }
+                                if !hand_over(&tx, &budget, batch, &metrics).await { break 'connect; }
                             }
                             tracing::warn!("the member capture reads from is no longer primary; following the new primary");
                             break 'read;
@@ -205,7 +258,7 @@ pub async fn run(
                     }
                     while let Some(batch) = batcher.next_batch(Instant::now(), false) {
                         resume = StartPoint::After(batch.last());
-                        if tx.send(budget.admit(batch).await).await.is_err() { break 'connect; }
+                        if !hand_over(&tx, &budget, batch, &metrics).await { break 'connect; }
                     }
                 }
                 chunk = ahead.next() => {
@@ -217,11 +270,15 @@ pub async fn run(
                         }
                         Chunk::Failed(e) => {
                             metrics.capturing.store(0, Relaxed);
+                            if drain_to.is_some() {
+                                tracing::warn!(error = %e, "stopping: reading the oplog failed; storing what was read");
+                                break 'connect;
+                            }
                             reconnect_wait(&metrics, &e, &mut backoff, &mut shutdown).await;
                             break 'read;
                         }
                     };
-                    backoff = Duration::from_millis(200);
+                    backoff.reset();
                     let now = Instant::now();
                     for entry in entries {
                         if let Some(want) = expect_first.take() {
@@ -233,13 +290,14 @@ pub async fn run(
                             tracing::error!(expected = %want, found = %entry.ts, "GAP: resume entry missing from the oplog; starting a new run");
                             batcher.break_chain();
                         }
+                        last_read = Some(entry.ts);
                         batcher.push(entry, now);
                         // Cut at once when a segment is full or a backlog's end was read, not at
                         // the next tick: the batcher never holds much more than a segment.
                         if batcher.behind() || batcher.pending_bytes() >= settings.rules.max_bytes {
                             while let Some(batch) = batcher.next_batch(now, false) {
                                 resume = StartPoint::After(batch.last());
-                                if tx.send(budget.admit(batch).await).await.is_err() { break 'connect; }
+                                if !hand_over(&tx, &budget, batch, &metrics).await { break 'connect; }
                             }
                         }
                     }
@@ -257,13 +315,18 @@ pub async fn run(
     metrics.capturing.store(0, Relaxed);
 
     // Shutdown: seal what the member's majority has, then let the sink finish.
-    if let Some(node) = &last_node {
-        if let Ok(state) = node.node_state().await {
-            batcher.set_majority(state.majority);
+    if drain_to.is_none() {
+        if let Some(node) = &last_node {
+            if let Ok(state) = node.node_state().await {
+                metrics
+                    .stop_majority_ts
+                    .store(pack(state.majority), Relaxed);
+                batcher.set_majority(state.majority);
+            }
         }
     }
     while let Some(batch) = batcher.next_batch(Instant::now(), true) {
-        if tx.send(budget.admit(batch).await).await.is_err() {
+        if !hand_over(&tx, &budget, batch, &metrics).await {
             break;
         }
     }
@@ -271,24 +334,121 @@ pub async fn run(
     let stored = sink
         .await
         .map_err(|e| CaptureError::Source(format!("upload task failed: {e}")))?;
-    tracing::info!(
-        segments = stored,
-        "capture stopped; everything majority-committed is durable"
-    );
+    let report = StopReport::of(&metrics);
+    report.log(stored);
     Ok(stored)
+}
+
+fn pack(ts: OplogTs) -> u64 {
+    (u64::from(ts.t) << 32) | u64::from(ts.i)
+}
+
+fn unpack(v: u64) -> OplogTs {
+    OplogTs::new((v >> 32) as u32, v as u32)
+}
+
+/// What is durable when capture stops, against what was majority-committed when the stop
+/// began: the shutdown line, and the exit status of `mc-agent run`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StopReport {
+    /// The newest durable entry (this run's, else the one it resumed after), if any.
+    pub durable: Option<OplogTs>,
+    /// Its wall time, Unix ms, when this run stored it.
+    pub durable_wall_ms: Option<i64>,
+    /// The majority commit point when the stop began (else the newest seen), if known.
+    pub majority: Option<OplogTs>,
+}
+
+impl StopReport {
+    /// From the metrics capture keeps.
+    pub fn of(metrics: &Metrics) -> Self {
+        let stored = metrics.durable_ts.load(Relaxed);
+        let floor = metrics.resume_floor_ts.load(Relaxed);
+        let durable = stored.max(floor);
+        let wall = metrics.durable_wall_ms.load(Relaxed);
+        let majority = match metrics.stop_majority_ts.load(Relaxed) {
+            0 => metrics.majority_ts.load(Relaxed),
+            m => m,
+        };
+        Self {
+            durable: (durable > 0).then(|| unpack(durable)),
+            durable_wall_ms: (stored > 0 && wall > 0).then_some(wall),
+            majority: (majority > 0).then(|| unpack(majority)),
+        }
+    }
+
+    /// True when everything majority-committed at the stop is durable.
+    pub fn complete(&self) -> bool {
+        match (self.durable, self.majority) {
+            (_, None) => true,
+            (Some(d), Some(m)) => d >= m,
+            (None, Some(_)) => false,
+        }
+    }
+
+    /// Seconds of oplog between the durable point and the majority point.
+    pub fn behind_seconds(&self) -> u32 {
+        match (self.durable, self.majority) {
+            (Some(d), Some(m)) => m.t.saturating_sub(d.t),
+            _ => 0,
+        }
+    }
+
+    /// The shutdown line.
+    pub fn line(&self) -> String {
+        if self.complete() {
+            return "capture stopped; everything majority-committed is durable".into();
+        }
+        let wall = self
+            .durable_wall_ms
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map_or_else(
+                || "wall time not stored by this run".to_owned(),
+                |d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            );
+        let through = match self.durable {
+            Some(d) => format!("durable through ts:{}:{} ({wall})", d.t, d.i),
+            None => "nothing durable yet for this source".to_owned(),
+        };
+        let behind = match self.durable {
+            Some(_) => format!("{} s of", self.behind_seconds()),
+            None => "all".to_owned(),
+        };
+        format!(
+            "capture stopped: {through}; {behind} majority-committed oplog not stored, still in the oplog, captured at next start"
+        )
+    }
+
+    /// Logs [`StopReport::line`]: INFO when complete, WARN when not.
+    pub fn log(&self, segments: u64) {
+        let durable = self.durable.map(|d| d.to_string());
+        let majority = self.majority.map(|m| m.to_string());
+        if self.complete() {
+            tracing::info!(segments, durable, majority, "{}", self.line());
+        } else {
+            tracing::warn!(
+                segments,
+                durable,
+                majority,
+                behind_s = self.behind_seconds(),
+                "{}",
+                self.line()
+            );
+        }
+    }
 }
 
 async fn reconnect_wait(
     metrics: &Metrics,
     error: &CaptureError,
-    backoff: &mut Duration,
+    backoff: &mut Backoff,
     shutdown: &mut watch::Receiver<bool>,
 ) {
     metrics.source_errors.fetch_add(1, Relaxed);
-    tracing::warn!(%error, retry_in = ?*backoff, "reading the oplog failed; reconnecting");
+    let wait = backoff.next_wait();
+    tracing::warn!(%error, retry_in = ?wait, "reading the oplog failed; reconnecting");
     tokio::select! {
-        _ = tokio::time::sleep(*backoff) => {}
+        _ = tokio::time::sleep(wait) => {}
         _ = shutdown.changed() => {}
     }
-    *backoff = (*backoff * 2).min(Duration::from_secs(10));
 }

@@ -7,19 +7,19 @@
 //! sealed; what waits for upload is the sealed object, in memory for batches up to
 //! `spool_over` (compressed) and in a spool file above it. Retries upload that same object:
 //! a batch is sealed once and its records are never copied.
+//!
+//! Sealing and storing go through [`Repository::seal`] and [`Repository::store_sealed`]; the
+//! store's layers retry (the agent opens it to retry forever, each attempt under a deadline), so
+//! this sink only waits. Bytes handed over and not yet stored are `mc_upload_waiting_bytes`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use mc_core::catalog::names::oplog_key;
-use mc_core::catalog::{RepoError, Repository};
-use mc_core::format::{
-    seal_to_file, seal_to_vec, OplogRange, OplogTs, SealedSegment, SegmentSpec, SpoolFile,
-    StreamKind, WriterInfo,
-};
-use mc_core::storage::PutSource;
+use mc_core::catalog::{Records, RepoError, Repository, Spool};
+use mc_core::format::{OplogRange, OplogTs, SegmentSpec, StreamKind, WriterInfo};
+use mc_core::storage::RetryPolicy;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::batcher::Batch;
@@ -95,10 +95,26 @@ struct Summary {
     bytes: u64,
 }
 
-/// A sealed segment waiting to be stored: its bytes, or its spool file (removed on drop).
-struct Sealed {
-    source: PutSource,
-    _spool: Option<SpoolFile>,
+impl Queued {
+    /// Wall time (Unix ms) of the batch's first entry.
+    pub fn first_wall_ms(&self) -> i64 {
+        self.batch.entries.first().map_or(0, |e| e.wall_ms())
+    }
+
+    /// Bytes of the batch's records.
+    pub fn bytes(&self) -> u64 {
+        self.batch.bytes()
+    }
+}
+
+/// A batch's records, sealed straight from the oplog replies they are slices of.
+impl Records for Batch {
+    fn records(&self) -> impl Iterator<Item = &[u8]> {
+        self.entries.iter().map(|e| e.raw.as_ref())
+    }
+    fn bytes(&self) -> u64 {
+        Batch::bytes(self)
+    }
 }
 
 /// Consumes batches until the channel closes; returns the number of segments stored.
@@ -121,6 +137,7 @@ pub async fn upload_batches(
     let mut stored = 0;
     // `buffered` yields in submission order, so durability is reported in timeline order.
     while let Some((summary, size)) = done.next().await {
+        metrics.upload_stored();
         if summary.count > 0 {
             metrics.set_durable(summary.last, summary.last_wall);
         }
@@ -146,8 +163,10 @@ fn tokio_stream_of<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl futures
 }
 
 /// Seals one batch (once), frees its records and its share of the budget, then stores the
-/// sealed object, retrying until it is durable: the entries exist only here (and in the oplog),
-/// so giving up would lose them. Returns the batch's summary and the stored size.
+/// sealed object until it is durable: the entries exist only here (and in the oplog), so giving
+/// up would lose them. The store's layers retry each put (forever in the agent); should a put
+/// still fail (a store opened with bounded retries), it is tried again after the same backoff.
+/// Returns the batch's summary and the stored size.
 async fn seal_and_store(
     repo: &Repository,
     s: &Arc<UploadSettings>,
@@ -162,37 +181,39 @@ async fn seal_and_store(
         count: batch.entries.len() as u64,
         bytes: batch.bytes(),
     };
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = RetryPolicy::forever().backoff();
     let mut batch = batch;
-    let (sealed, info) = loop {
-        match seal(repo, s, batch).await {
+    let sealed = loop {
+        let spec = match spec_of(s, &batch) {
+            Ok(spec) => spec,
+            Err(e) => panic!("an oplog range always encodes: {e}"),
+        };
+        let spool = Spool {
+            dir: s.spool_dir.clone(),
+            over: s.spool_over,
+        };
+        match repo.seal(spec, batch, Some(spool)).await {
             Ok(done) => break done,
-            Err(failed) => {
-                let (back, e) = *failed;
+            Err((back, e)) => {
                 batch = back;
                 metrics
                     .upload_errors
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::error!(error = %e, first = %summary.first, retry_in = ?delay, "sealing oplog segment failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
+                let wait = backoff.next_wait();
+                tracing::error!(error = %e, first = %summary.first, retry_in = ?wait, "sealing oplog segment failed; retrying");
+                tokio::time::sleep(wait).await;
             }
         }
     };
     drop(permit);
-    let key = info.header.name.clone();
-    let mut delay = Duration::from_millis(200);
+    backoff.reset();
     loop {
-        match repo
-            .store()
-            .put_if_absent(&key, sealed.source.clone())
-            .await
-        {
-            Ok(()) => {
-                tracing::debug!(%key, ops = summary.count, bytes = info.size, "segment durable");
-                return (summary, info.size);
+        match repo.store_sealed(&sealed).await {
+            Ok(entry) => {
+                tracing::debug!(key = %entry.key, ops = summary.count, bytes = entry.size, "segment durable");
+                return (summary, sealed.info().size);
             }
-            Err(e) if e.is_already_exists() => {
+            Err(RepoError::Storage(e)) if e.is_already_exists() => {
                 // Another writer (a deposed or racing capturer), or an earlier attempt of ours
                 // whose answer was lost, stored the same range first. Majority-committed history
                 // is the same for both, so it is durable.
@@ -203,21 +224,16 @@ async fn seal_and_store(
                 metrics
                     .upload_errors
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::error!(error = %e, first = %summary.first, retry_in = ?delay, "storing oplog segment failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
+                let wait = backoff.next_wait();
+                tracing::error!(error = %e, first = %summary.first, retry_in = ?wait, "storing oplog segment failed; retrying");
+                tokio::time::sleep(wait).await;
             }
         }
     }
 }
 
-/// Seals a batch on a blocking thread: into memory up to `spool_over` bytes, else into a spool
-/// file. The records are dropped once sealed; on failure the batch comes back for a retry.
-async fn seal(
-    repo: &Repository,
-    s: &Arc<UploadSettings>,
-    batch: Batch,
-) -> Result<(Sealed, SealedSegment), Box<(Batch, RepoError)>> {
+/// The segment a batch becomes: its key, range and writer.
+fn spec_of(s: &UploadSettings, batch: &Batch) -> Result<SegmentSpec, serde_json::Error> {
     let (first, last) = (batch.first(), batch.last());
     let key = oplog_key(&s.source, first, last);
     let range = OplogRange {
@@ -226,44 +242,13 @@ async fn seal(
         prev: batch.prev,
         count: batch.entries.len() as u64,
     };
-    let range = match serde_json::to_value(range) {
-        Ok(r) => r,
-        Err(e) => return Err(Box::new((batch, RepoError::Task(e.to_string())))),
-    };
-    let mut spec = SegmentSpec::new(StreamKind::Oplog, key, &s.source, range);
+    let mut spec = SegmentSpec::new(
+        StreamKind::Oplog,
+        key,
+        &s.source,
+        serde_json::to_value(range)?,
+    );
     spec.writer = s.writer.clone();
     spec.level = s.zstd_level;
-    let keyring = repo.keyring().clone();
-    let settings = s.clone();
-    let joined = tokio::task::spawn_blocking(move || {
-        let records = batch.entries.iter().map(|e| e.raw.as_ref());
-        let result = if batch.bytes() > settings.spool_over {
-            seal_to_file(spec, &keyring, records, &settings.spool_dir).map(|(file, info)| {
-                let source = PutSource::File(file.path().to_owned());
-                let sealed = Sealed {
-                    source,
-                    _spool: Some(file),
-                };
-                (sealed, info)
-            })
-        } else {
-            seal_to_vec(spec, &keyring, records).map(|(bytes, info)| {
-                let sealed = Sealed {
-                    source: PutSource::Bytes(bytes.into()),
-                    _spool: None,
-                };
-                (sealed, info)
-            })
-        };
-        match result {
-            Ok(done) => Ok(done),
-            Err(e) => Err(Box::new((batch, RepoError::Format(e)))),
-        }
-    })
-    .await;
-    match joined {
-        Ok(result) => result,
-        // A panic while sealing is a bug, not a condition a retry would clear.
-        Err(e) => panic!("sealing task failed: {e}"),
-    }
+    Ok(spec)
 }

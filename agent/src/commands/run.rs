@@ -1,7 +1,9 @@
-//! `mc-agent run --policy FILE`: the daemon. Loads and checks the policy, opens (or creates) the
-//! repository, serves metrics and health, and captures under the lease until SIGTERM or SIGINT;
-//! then it seals what is majority-committed, uploads it, releases the lease and exits 0 within
-//! the shutdown timeout (default 25 s, under Kubernetes' 30 s grace period).
+//! `mc-agent run --policy FILE`: the daemon. Loads and checks the policy, serves metrics and
+//! health at once, opens (or creates) the repository, waiting for its store as long as it takes
+//! (not ready meanwhile, saying why), and captures under the lease until SIGTERM or SIGINT; then
+//! it stores what is majority-committed within the shutdown timeout (default 25 s, under
+//! Kubernetes' 30 s grace period), releases the lease and says what is durable. Exit 0 when
+//! everything majority-committed at the signal is durable, 1 when not (the line says how far).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use anyhow::{bail, Context};
 use mc_agent::capture::batcher::CutRules;
 use mc_agent::capture::oplog::OplogSource;
 use mc_agent::capture::upload::UploadSettings;
-use mc_agent::capture::CaptureSettings;
+use mc_agent::capture::{CaptureSettings, StopReport};
 use mc_agent::kafka::KafkaCaptureSettings;
 use mc_agent::lease::LeaseStore;
 use mc_agent::metrics::Metrics;
@@ -20,6 +22,8 @@ use mc_agent::{http, supervisor};
 use mc_core::catalog::Repository;
 use mc_core::format::WriterInfo;
 use mc_core::policy::Policy;
+use mc_core::storage::health::Backlog;
+use mc_core::storage::StoreOptions;
 use tokio::sync::watch;
 
 /// Key prefix of the agent's entries in Redis.
@@ -37,9 +41,81 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
     let source_id = policy.source.id.clone();
     let uri = policy.mongodb_uri()?;
     let url = policy.repository_url()?;
-    let repo = Repository::open(&url, policy.keyring()?, true)
-        .await
-        .with_context(|| format!("opening repository {url}"))?;
+    let metrics = Arc::new(Metrics::default());
+    metrics.store.set_describe(url.to_string());
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    // Health and metrics first: they answer while the store or MongoDB are awaited.
+    let server = tokio::spawn(http::serve(
+        policy.http.listen,
+        metrics.clone(),
+        source_id.clone(),
+        shutdown_rx.clone(),
+        bound_tx,
+    ));
+    let addr = match bound_rx.await {
+        Ok(addr) => addr,
+        Err(_) => {
+            let err = server
+                .await?
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            bail!(
+                "cannot serve metrics on {} (policy field http.listen): {err}",
+                policy.http.listen
+            );
+        }
+    };
+    tracing::info!(metrics = %format!("http://{addr}/metrics"), "serving health and metrics");
+    let weak = Arc::downgrade(&metrics);
+    metrics.store.set_backlog_probe(Arc::new(move || {
+        weak.upgrade().map_or(
+            Backlog {
+                waiting_bytes: 0,
+                oldest_age: None,
+            },
+            |m| m.backlog(),
+        )
+    }));
+    metrics.set_waiting_for(Some(format!("the repository at {url}")));
+    let keyring = policy.keyring()?;
+    let opening = Repository::open_with(
+        &url,
+        keyring,
+        true,
+        StoreOptions::daemon(metrics.store.clone()),
+    );
+    tokio::pin!(opening);
+    let announce = tokio::time::sleep(Duration::from_secs(2));
+    tokio::pin!(announce);
+    let mut announced = false;
+    let repo = loop {
+        tokio::select! {
+            opened = &mut opening => {
+                break opened.with_context(|| format!("opening repository {url}"))?;
+            }
+            _ = &mut announce, if !announced => {
+                announced = true;
+                let last = metrics.store.last_error().map(|e| format!("{} {}: {}", e.op, e.kind, e.message));
+                tracing::warn!(
+                    repository = %url,
+                    last_error = last.as_deref().unwrap_or("none yet (no answer)"),
+                    "waiting for the repository's store before capturing; retrying until it answers (not ready meanwhile)"
+                );
+            }
+            signal = shutdown_signal() => {
+                tracing::info!(signal, "stopping before the repository answered; nothing was captured by this run");
+                let _ = shutdown_tx.send(true);
+                let _ = server.await;
+                return Ok(());
+            }
+        }
+    };
+    if announced {
+        tracing::info!(repository = %url, "the repository answers; starting");
+    }
+    metrics.set_waiting_for(None);
     let source = OplogSource::connect(uri.expose()).await?;
     let holder = supervisor::default_holder_id();
     let lease = match (&policy.lease, policy.lease_redis_url()?) {
@@ -136,30 +212,6 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
         _ => None,
     };
     let drills_scheduled = drills.is_some();
-    let metrics = Arc::new(Metrics::default());
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
-    let server = tokio::spawn(http::serve(
-        policy.http.listen,
-        metrics.clone(),
-        source_id.clone(),
-        shutdown_rx.clone(),
-        bound_tx,
-    ));
-    let addr = match bound_rx.await {
-        Ok(addr) => addr,
-        Err(_) => {
-            let err = server
-                .await?
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            bail!(
-                "cannot serve metrics on {} (policy field http.listen): {err}",
-                policy.http.listen
-            );
-        }
-    };
     tracing::info!(
         policy = %policy.file().display(),
         source = %source_id,
@@ -171,6 +223,7 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
         "mc-agent running"
     );
 
+    let stop_source = source.clone();
     let parts = supervisor::AgentParts {
         repo,
         source,
@@ -180,7 +233,7 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
         kafka,
         lease,
         holder,
-        metrics,
+        metrics: metrics.clone(),
     };
     let mut agent = tokio::spawn(supervisor::run(parts, shutdown_rx));
     tokio::select! {
@@ -193,18 +246,48 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
             tracing::info!(signal, "stopping: sealing and uploading what is majority-committed");
         }
     }
+    // What "everything" means: the majority commit point now, before capture is told to stop.
+    let capturing = metrics
+        .lease_held
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 1;
+    if capturing {
+        if let Ok(Ok(majority)) =
+            tokio::time::timeout(Duration::from_secs(2), stop_source.majority_point()).await
+        {
+            metrics.stop_majority_ts.store(
+                (u64::from(majority.t) << 32) | u64::from(majority.i),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+    }
     let _ = shutdown_tx.send(true);
     match tokio::time::timeout(shutdown_timeout, &mut agent).await {
         Ok(result) => result.context("the capture task panicked")??,
         Err(_) => {
             agent.abort();
+            let report = StopReport::of(&metrics);
+            report.log(
+                metrics
+                    .segments_uploaded
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
             bail!(
-                "did not finish uploading within {shutdown_timeout:?}; nothing is lost: the next start re-reads \
-                 the oplog from the last durable entry"
+                "did not store everything majority-committed within {shutdown_timeout:?} (the store {} since {}): {}",
+                match metrics.store.state() {
+                    mc_core::storage::health::StoreState::Down => "fails",
+                    _ => "answers slowly or not at all",
+                },
+                metrics.store.snapshot().since.unwrap_or_else(|| "start".into()),
+                report.line()
             );
         }
     }
     let _ = server.await;
+    let report = StopReport::of(&metrics);
+    if capturing && !report.complete() {
+        bail!("stopped, but {}", report.line());
+    }
     tracing::info!("stopped cleanly");
     Ok(())
 }

@@ -1,10 +1,14 @@
 //! The sink: seals each finished batch into a `kafka-offsets` segment
 //! (`sources/<source>/kafka-offsets/<first-ms>_<last-ms>.seg`, same encrypted format as every
-//! segment) and stores it with put-if-absent, retrying with backoff until it is durable.
+//! segment) and stores it with put-if-absent. The store's layers retry (forever in the agent,
+//! each attempt under a deadline); at shutdown a segment gets [`SHUTDOWN_WAIT`] at most, then is
+//! given up (the next checkpoint after a restart records every group again).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
+
+use mc_core::storage::RetryPolicy;
 
 use mc_core::catalog::kafka::KafkaOffsetsRange;
 use mc_core::catalog::names::kafka_offsets_key;
@@ -25,6 +29,9 @@ pub struct SinkSettings {
     pub interval_ms: u64,
 }
 
+/// How long a segment may wait for the store once capture is stopping.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+
 /// Stores batches in the order they arrive until the channel closes.
 pub async fn store_batches(
     repo: Repository,
@@ -33,16 +40,24 @@ pub async fn store_batches(
     metrics: Arc<Metrics>,
 ) {
     while let Some(batch) = rx.recv().await {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = RetryPolicy::forever().backoff();
         let mut attempts = 0u32;
         loop {
-            let stored = match store(&repo, &settings, &batch).await {
+            // Once the channel is closed (shutdown) the store gets a bounded wait.
+            let stored = if rx.is_closed() {
+                tokio::time::timeout(SHUTDOWN_WAIT, store(&repo, &settings, &batch))
+                    .await
+                    .ok()
+            } else {
+                Some(store(&repo, &settings, &batch).await)
+            };
+            let stored = match stored {
                 // A retry after a write that did land: the object is ours.
-                Err(e) if e.is_already_exists() => Ok(String::new()),
+                Some(Err(e)) if e.is_already_exists() => Some(Ok(String::new())),
                 other => other,
             };
             match stored {
-                Ok(key) => {
+                Some(Ok(key)) => {
                     tracing::debug!(key = %key, records = batch.records.len(), "kafka offsets durable");
                     metrics.kafka.segments_uploaded.fetch_add(1, Relaxed);
                     metrics
@@ -51,21 +66,33 @@ pub async fn store_batches(
                         .fetch_max(i64::try_from(batch.last_ms).unwrap_or(i64::MAX), Relaxed);
                     break;
                 }
-                Err(e) => {
+                None => {
+                    metrics.kafka.upload_errors.fetch_add(1, Relaxed);
+                    tracing::error!(
+                        first_ms = batch.first_ms,
+                        last_ms = batch.last_ms,
+                        wait = ?SHUTDOWN_WAIT,
+                        "giving up on a Kafka offsets segment at shutdown: the store did not answer"
+                    );
+                    break;
+                }
+                Some(Err(e)) => {
                     attempts += 1;
                     metrics.kafka.upload_errors.fetch_add(1, Relaxed);
-                    tracing::warn!(error = %e, attempts, "storing Kafka offsets failed; retrying");
-                    // Once the channel is closed (shutdown) a few attempts are enough.
                     if rx.is_closed() && attempts >= 5 {
                         tracing::error!(
+                            error = %e,
                             first_ms = batch.first_ms,
                             last_ms = batch.last_ms,
                             "giving up on a Kafka offsets segment at shutdown"
                         );
                         break;
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    // Only a store opened with bounded retries gets here: the agent's retries
+                    // forever inside the store.
+                    let wait = backoff.next_wait();
+                    tracing::warn!(error = %e, attempts, retry_in = ?wait, "storing Kafka offsets failed; retrying");
+                    tokio::time::sleep(wait).await;
                 }
             }
         }

@@ -20,10 +20,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::Keyring;
 use crate::format::{
-    parse_preamble, seal_to_vec, FormatError, PreambleError, SealedSegment, SegmentHeader,
-    SegmentReader, SegmentSpec,
+    parse_preamble, seal_to_file, seal_to_vec, FormatError, PreambleError, SealedSegment,
+    SegmentHeader, SegmentReader, SegmentSpec, SpoolFile,
 };
-use crate::storage::{ObjectStore, PutSource, RepoUrl, StorageError};
+use crate::storage::{ObjectStore, PutSource, RepoUrl, StorageError, StoreOptions};
 
 pub use index::{Catalog, SegmentEntry};
 pub use snapshots::{
@@ -68,6 +68,46 @@ pub enum RepoError {
     Task(String),
 }
 
+/// Records to seal into one segment, owned so that sealing runs on a blocking thread.
+pub trait Records: Send + 'static {
+    /// The records, in order.
+    fn records(&self) -> impl Iterator<Item = &[u8]>;
+    /// Their total size, to choose between memory and a spool file.
+    fn bytes(&self) -> u64;
+}
+
+impl Records for Vec<Vec<u8>> {
+    fn records(&self) -> impl Iterator<Item = &[u8]> {
+        self.iter().map(Vec::as_slice)
+    }
+    fn bytes(&self) -> u64 {
+        self.iter().map(|r| r.len() as u64).sum()
+    }
+}
+
+/// Where [`Repository::seal`] puts segments larger than `over` bytes of records.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    pub dir: std::path::PathBuf,
+    pub over: u64,
+}
+
+/// A sealed segment waiting to be stored: its bytes in memory or its spool file (removed when
+/// this is dropped), and what it holds.
+#[derive(Debug)]
+pub struct Sealed {
+    source: PutSource,
+    info: SealedSegment,
+    _spool: Option<SpoolFile>,
+}
+
+impl Sealed {
+    /// The sealed segment's header, size and digest.
+    pub fn info(&self) -> &SealedSegment {
+        &self.info
+    }
+}
+
 /// An object store plus the keyring that opens what is in it.
 #[derive(Debug, Clone)]
 pub struct Repository {
@@ -83,7 +123,18 @@ impl Repository {
     /// Opens the store at `url` and checks it is a repository this build reads. With `create`,
     /// an empty location becomes a new repository.
     pub async fn open(url: &RepoUrl, keyring: Keyring, create: bool) -> Result<Self, RepoError> {
-        let repo = Self::new(crate::storage::open(url).await?, keyring);
+        Self::open_with(url, keyring, create, StoreOptions::default()).await
+    }
+
+    /// [`Repository::open`] with the store's layers as `options` say (the agent retries
+    /// forever and reports the store's health; see [`crate::storage::open_with`]).
+    pub async fn open_with(
+        url: &RepoUrl,
+        keyring: Keyring,
+        create: bool,
+        options: StoreOptions,
+    ) -> Result<Self, RepoError> {
+        let repo = Self::new(crate::storage::open_with(url, options).await?, keyring);
         if create {
             repo.init().await?;
         } else {
@@ -152,62 +203,77 @@ impl Repository {
         spec: SegmentSpec,
         records: Vec<Vec<u8>>,
     ) -> Result<SegmentEntry, RepoError> {
-        let keyring = self.keyring.clone();
-        let (bytes, sealed) = tokio::task::spawn_blocking(move || {
-            seal_to_vec(spec, &keyring, records.iter().map(|r| r.as_slice()))
-        })
-        .await
-        .map_err(|e| RepoError::Task(e.to_string()))??;
-        self.put_sealed(Bytes::from(bytes), sealed).await
+        let sealed = self.seal(spec, records, None).await.map_err(|(_, e)| e)?;
+        self.store_sealed(&sealed).await
     }
 
     /// Seals `records` into a temporary file under `spool_dir` (encrypted as it is written, so
     /// no plaintext touches the disk) and uploads it from there: memory stays bounded by one
     /// frame however large the segment. The spool file is removed afterwards.
-    pub async fn put_segment_spooled<I>(
+    pub async fn put_segment_spooled(
         &self,
         spec: SegmentSpec,
-        records: I,
+        records: Vec<Vec<u8>>,
         spool_dir: &std::path::Path,
-    ) -> Result<SegmentEntry, RepoError>
-    where
-        I: IntoIterator<Item = Vec<u8>> + Send + 'static,
-        I::IntoIter: Send,
-    {
-        let keyring = self.keyring.clone();
-        let dir = spool_dir.to_owned();
-        let key = spec.name.clone();
-        let spool_err = |e: std::io::Error| RepoError::BadObject {
-            repo: format!("spool directory {}", dir.display()),
-            key: key.clone(),
-            detail: e.to_string(),
+    ) -> Result<SegmentEntry, RepoError> {
+        let spool = Spool {
+            dir: spool_dir.to_owned(),
+            over: 0,
         };
-        std::fs::create_dir_all(&dir).map_err(spool_err)?;
-        let file = tempfile::Builder::new()
-            .prefix(".seal-")
-            .tempfile_in(&dir)
-            .map_err(spool_err)?;
-        let (file, sealed) = tokio::task::spawn_blocking(move || {
-            let (handle, path) = file.into_parts();
-            let mut writer =
-                crate::format::SegmentWriter::new(std::io::BufWriter::new(handle), spec, &keyring)?;
-            for record in records {
-                writer.write_record(&record)?;
+        let sealed = self
+            .seal(spec, records, Some(spool))
+            .await
+            .map_err(|(_, e)| e)?;
+        self.store_sealed(&sealed).await
+    }
+
+    /// Seals `records` into a segment on a blocking thread: into memory, or into a spool file
+    /// when `spool` is given and the records are larger than its threshold. The records are
+    /// freed once sealed; on failure they come back with the error, for a retry. Store the
+    /// result with [`Repository::store_sealed`] (as often as needed: it is sealed once).
+    pub async fn seal<R: Records>(
+        &self,
+        spec: SegmentSpec,
+        records: R,
+        spool: Option<Spool>,
+    ) -> Result<Sealed, (R, RepoError)> {
+        let keyring = self.keyring.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = match spool {
+                Some(spool) if records.bytes() > spool.over => {
+                    seal_to_file(spec, &keyring, records.records(), &spool.dir).map(
+                        |(file, info)| Sealed {
+                            source: PutSource::File(file.path().to_owned()),
+                            info,
+                            _spool: Some(file),
+                        },
+                    )
+                }
+                _ => seal_to_vec(spec, &keyring, records.records()).map(|(bytes, info)| Sealed {
+                    source: PutSource::Bytes(bytes.into()),
+                    info,
+                    _spool: None,
+                }),
+            };
+            match result {
+                Ok(sealed) => Ok(sealed),
+                Err(e) => Err((records, RepoError::Format(e))),
             }
-            let (out, sealed) = writer.finish()?;
-            out.into_inner().map_err(|e| FormatError::Io {
-                name: sealed.header.name.clone(),
-                source: e.into_error(),
-            })?;
-            Ok::<_, RepoError>((path, sealed))
         })
-        .await
-        .map_err(|e| RepoError::Task(e.to_string()))??;
+        .await;
+        match joined {
+            Ok(result) => result,
+            // A panic while sealing is a bug, not a condition a retry would clear.
+            Err(e) => panic!("sealing task failed: {e}"),
+        }
+    }
+
+    /// Stores a sealed segment under the name in its header, with put-if-absent.
+    pub async fn store_sealed(&self, sealed: &Sealed) -> Result<SegmentEntry, RepoError> {
         self.store
-            .put_if_absent(&sealed.header.name, PutSource::File(file.to_path_buf()))
+            .put_if_absent(&sealed.info.header.name, sealed.source.clone())
             .await?;
-        drop(file);
-        Ok(SegmentEntry::from_sealed(&sealed))
+        Ok(SegmentEntry::from_sealed(&sealed.info))
     }
 
     /// Stores an already sealed segment under the name in its header.

@@ -10,10 +10,22 @@
 //! Every write is **put-if-absent**: objects are immutable, so a second writer of the same key
 //! fails with [`StorageError::AlreadyExists`] instead of overwriting. This, with the fencing
 //! token in segment headers, is what keeps a deposed capturer from corrupting a timeline.
+//!
+//! [`open`] stacks layers over the raw backend, in the spirit of restic's `backend/retry`:
+//! [`retry::Retry`] (backoff with jitter) over [`logging::Logging`] (a WARN when the store stops
+//! answering, then at most every 30 s; [`health::StoreHealth`] for metrics and status) over
+//! [`timeout::Timeout`] (a deadline per attempt sized for the object), so every user of a
+//! repository (capture, snapshots, Kafka offsets, retention, restore) gets the same behaviour
+//! when the store is slow or gone.
 
+pub mod health;
 pub mod local;
+pub mod logging;
+pub mod retry;
 pub mod s3;
+pub mod timeout;
 pub mod url;
+mod urltext;
 
 use std::fmt;
 use std::ops::Range;
@@ -24,7 +36,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
-pub use self::url::{open, RepoUrl};
+pub use self::health::StoreHealth;
+pub use self::retry::{RetryPolicy, StoreOptions};
+pub use self::url::RepoUrl;
 
 /// What a backend knows of one stored object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,8 +113,77 @@ pub enum StorageError {
         op: &'static str,
         repo: String,
         key: String,
+        /// What kind of failure, for retry decisions and metrics.
+        kind: ErrorKind,
         message: String,
     },
+}
+
+/// What kind of failure a [`StorageError`] is: decides whether a bounded retry policy tries
+/// again, and labels `mc_store_errors_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// No answer within the attempt's deadline (see [`timeout`]).
+    Timeout,
+    /// The connection could not be made or broke (refused, reset, DNS).
+    Unreachable,
+    /// The service asked to slow down (429, 503 SlowDown).
+    Throttled,
+    /// A 5xx answer.
+    Server,
+    /// Credentials missing, wrong, or without permission.
+    Denied,
+    /// The object (or the bucket) does not exist.
+    NotFound,
+    /// Put-if-absent lost to an existing object.
+    Conflict,
+    /// A bad key, range or URL: the request itself is wrong.
+    Invalid,
+    /// Another 4xx answer.
+    Client,
+    /// A local filesystem error (local backend, spool file).
+    Io,
+    /// Anything else.
+    Other,
+}
+
+impl ErrorKind {
+    /// The label value (`timeout`, `unreachable`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Unreachable => "unreachable",
+            ErrorKind::Throttled => "throttled",
+            ErrorKind::Server => "server",
+            ErrorKind::Denied => "denied",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Client => "client",
+            ErrorKind::Io => "io",
+            ErrorKind::Other => "other",
+        }
+    }
+
+    /// True for failures that may clear by themselves (the store is slow, down or busy), which a
+    /// bounded policy retries; false for ones a retry repeats (credentials, a wrong request).
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Timeout
+                | ErrorKind::Unreachable
+                | ErrorKind::Throttled
+                | ErrorKind::Server
+                | ErrorKind::Io
+                | ErrorKind::Other
+        )
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl StorageError {
@@ -111,6 +194,37 @@ impl StorageError {
     /// True when a put-if-absent lost to an existing object.
     pub fn is_already_exists(&self) -> bool {
         matches!(self, StorageError::AlreadyExists { .. })
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StorageError::NotFound { .. } => ErrorKind::NotFound,
+            StorageError::AlreadyExists { .. } => ErrorKind::Conflict,
+            StorageError::InvalidKey { .. }
+            | StorageError::InvalidRange { .. }
+            | StorageError::InvalidUrl { .. } => ErrorKind::Invalid,
+            StorageError::Io { source, .. } => match source.kind() {
+                std::io::ErrorKind::PermissionDenied => ErrorKind::Denied,
+                std::io::ErrorKind::TimedOut => ErrorKind::Timeout,
+                _ => ErrorKind::Io,
+            },
+            StorageError::Backend { kind, .. } => *kind,
+        }
+    }
+
+    /// True when the error is the store's answer about the object (it does not exist, it
+    /// exists already, the key or range is wrong) rather than a failure to get an answer: such
+    /// errors are never retried and do not count against the store's health.
+    pub fn is_answer(&self) -> bool {
+        matches!(
+            self,
+            StorageError::NotFound { .. }
+                | StorageError::AlreadyExists { .. }
+                | StorageError::InvalidKey { .. }
+                | StorageError::InvalidRange { .. }
+                | StorageError::InvalidUrl { .. }
+        )
     }
 }
 
@@ -147,6 +261,17 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
     /// Deletes an object; deleting a missing object is not an error (retention may race).
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
 
+    /// Checks that the store is there and usable (S3: the bucket exists and the credentials may
+    /// use it), so a wrong location fails at once instead of at the first write.
+    async fn check(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    /// The health of the store as seen by its [`logging`] layer, when it has one.
+    fn health(&self) -> Option<std::sync::Arc<StoreHealth>> {
+        None
+    }
+
     /// The whole object in memory. For small objects (manifests, indexes); stream segments.
     async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
         use futures::TryStreamExt;
@@ -170,6 +295,39 @@ pub trait ObjectStore: Send + Sync + fmt::Debug {
             }
         }
     }
+}
+
+/// Opens the backend a URL names with [`StoreOptions::default`] (bounded retries, for
+/// commands); see [`open_with`].
+pub async fn open(url: &RepoUrl) -> Result<std::sync::Arc<dyn ObjectStore>, StorageError> {
+    open_with(url, StoreOptions::default()).await
+}
+
+/// Opens the backend a URL names (creating a local directory if missing), stacks the layers of
+/// `options` over it (`Retry(Logging(Timeout(raw)))`) and checks the store through them (S3:
+/// the bucket exists and the credentials may use it). With [`RetryPolicy::forever`] this waits
+/// until the store answers. The S3 client's own retries are off (one attempt per call): the
+/// retry layer is the one that retries, each attempt under its deadline.
+pub async fn open_with(
+    url: &RepoUrl,
+    options: StoreOptions,
+) -> Result<std::sync::Arc<dyn ObjectStore>, StorageError> {
+    let (raw, attempts): (std::sync::Arc<dyn ObjectStore>, u32) = match url {
+        RepoUrl::Local(path) => (std::sync::Arc::new(local::LocalDir::new(path.clone())?), 5),
+        RepoUrl::S3(config) => {
+            let mut config = config.clone();
+            let attempts = config.max_attempts;
+            config.max_attempts = 1;
+            (
+                std::sync::Arc::new(s3::S3Store::connect(config).await?),
+                attempts,
+            )
+        }
+    };
+    let store = options.stack(raw, attempts);
+    store.check().await?;
+    tracing::debug!(repo = %store.describe(), "opened the repository's store");
+    Ok(store)
 }
 
 /// Rejects keys that could escape the repository root or mean different objects on different

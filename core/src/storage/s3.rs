@@ -33,8 +33,10 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
+use super::urltext::{percent_decode, query_escape, raw_path, redact, userinfo_span, EXPECTED};
 use super::{
-    check_key, check_prefix, ByteStream, ListPage, ObjectMeta, ObjectStore, PutSource, StorageError,
+    check_key, check_prefix, ByteStream, ErrorKind, ListPage, ObjectMeta, ObjectStore, PutSource,
+    StorageError,
 };
 
 const MIB: u64 = 1 << 20;
@@ -141,6 +143,221 @@ impl S3Config {
     }
 }
 
+/// S3-specific URL parsing and printing (the generic half is in `url` and `urltext`).
+impl S3Config {
+    /// Reads an `s3://bucket[/prefix][?…]` URL (see [`super::url`]); the error says why not.
+    pub(crate) fn from_url(input: &str) -> Result<S3Config, String> {
+        if !input[input.find(':').unwrap_or(0)..].starts_with("://") {
+            return Err(format!(
+                "S3 URLs have the form s3://bucket/prefix; {EXPECTED}"
+            ));
+        }
+        if userinfo_span(input).is_some() {
+            return Err("credentials in the URL are refused; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or use an AWS profile or role".into());
+        }
+        let url = url::Url::parse(input).map_err(|e| format!("{e}; {EXPECTED}"))?;
+        let bucket = url.host_str().unwrap_or_default();
+        if bucket.is_empty() {
+            return Err(format!("missing bucket name; {EXPECTED}"));
+        }
+        if url.port().is_some() {
+            return Err(
+                "a bucket has no port; give the server as ?endpoint=http://host:port".into(),
+            );
+        }
+        if url.fragment().is_some() {
+            return Err("S3 URLs take no fragment (#…)".into());
+        }
+        check_bucket_name(bucket)
+            .map_err(|reason| format!("invalid bucket name {bucket:?}: {reason}"))?;
+        let mut config = S3Config::new(bucket);
+
+        let path = percent_decode(raw_path(input))
+            .ok_or("the prefix is not valid percent-encoded UTF-8")?;
+        let prefix = path.trim_matches('/');
+        if !prefix.is_empty() {
+            check_key(prefix).map_err(|e| match e {
+                StorageError::InvalidKey { reason, .. } => {
+                    format!("invalid prefix {prefix:?}: {reason}")
+                }
+                other => other.to_string(),
+            })?;
+        }
+        config.prefix = prefix.to_owned();
+
+        let mut seen = Vec::new();
+        let mut path_style = None;
+        for (name, value) in url.query_pairs() {
+            if seen.contains(&name) {
+                return Err(format!("query parameter {name:?} is given twice"));
+            }
+            seen.push(name.clone());
+            match name.as_ref() {
+                "endpoint" => {
+                    check_endpoint(&value)?;
+                    config.endpoint = Some(value.trim_end_matches('/').to_owned());
+                }
+                "region" => {
+                    if value.is_empty()
+                        || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    {
+                        return Err(format!(
+                            "invalid region {value:?} (expected e.g. us-east-1)"
+                        ));
+                    }
+                    config.region = Some(value.into_owned());
+                }
+                "path_style" => {
+                    path_style = Some(match value.as_ref() {
+                        "true" | "1" | "yes" => true,
+                        "false" | "0" | "no" => false,
+                        other => {
+                            return Err(format!("path_style must be true or false, not {other:?}"))
+                        }
+                    });
+                }
+                "object_lock" => config.object_lock = Some(parse_object_lock(&value)?),
+                "sse" => {
+                    if !matches!(value.as_ref(), "AES256" | "aws:kms" | "aws:kms:dsse") {
+                        return Err(format!(
+                            "sse must be AES256, aws:kms or aws:kms:dsse, not {value:?}"
+                        ));
+                    }
+                    config.sse = Some(value.into_owned());
+                }
+                "sse_kms_key_id" => {
+                    if value.is_empty() {
+                        return Err("sse_kms_key_id is empty".into());
+                    }
+                    config.sse_kms_key_id = Some(value.into_owned());
+                }
+                other => {
+                    return Err(format!(
+                        "unknown query parameter {other:?}; known: {S3_PARAMS}"
+                    ))
+                }
+            }
+        }
+        if config.sse_kms_key_id.is_some()
+            && !config
+                .sse
+                .as_deref()
+                .is_some_and(|s| s.starts_with("aws:kms"))
+        {
+            return Err("sse_kms_key_id needs sse=aws:kms (or aws:kms:dsse)".into());
+        }
+        // S3-compatible servers on a custom endpoint nearly always need path-style addressing.
+        config.force_path_style = path_style.unwrap_or(config.endpoint.is_some());
+        Ok(config)
+    }
+
+    /// Writes the URL form that [`S3Config::from_url`] reads back; never contains credentials.
+    pub(crate) fn write_url(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = self;
+        write!(f, "s3://{}", c.bucket)?;
+        if !c.prefix.is_empty() {
+            write!(f, "/{}", c.prefix)?;
+        }
+        let mut params = Vec::new();
+        if let Some(endpoint) = &c.endpoint {
+            params.push(format!("endpoint={}", query_escape(&redact(endpoint))));
+        }
+        if let Some(region) = &c.region {
+            params.push(format!("region={}", query_escape(region)));
+        }
+        if c.force_path_style != c.endpoint.is_some() {
+            params.push(format!("path_style={}", c.force_path_style));
+        }
+        if let Some(lock) = &c.object_lock {
+            let mode = match lock.mode {
+                LockMode::Governance => "governance",
+                LockMode::Compliance => "compliance",
+            };
+            let duration = humantime::format_duration(lock.retain_for)
+                .to_string()
+                .replace(' ', "");
+            params.push(format!("object_lock={mode}:{duration}"));
+        }
+        if let Some(sse) = &c.sse {
+            params.push(format!("sse={}", query_escape(sse)));
+        }
+        if let Some(id) = &c.sse_kms_key_id {
+            params.push(format!("sse_kms_key_id={}", query_escape(id)));
+        }
+        if !params.is_empty() {
+            write!(f, "?{}", params.join("&"))?;
+        }
+        Ok(())
+    }
+}
+
+const S3_PARAMS: &str = "endpoint, region, path_style, object_lock, sse, sse_kms_key_id";
+
+/// `governance:30d` or `compliance:1y`.
+fn parse_object_lock(value: &str) -> Result<ObjectLockSettings, String> {
+    let form =
+        "object_lock must be governance:DURATION or compliance:DURATION (e.g. governance:30d)";
+    let (mode, duration) = value
+        .split_once(':')
+        .ok_or_else(|| format!("{form}, not {value:?}"))?;
+    let mode = match mode.to_ascii_lowercase().as_str() {
+        "governance" => LockMode::Governance,
+        "compliance" => LockMode::Compliance,
+        other => return Err(format!("{form}; unknown mode {other:?}")),
+    };
+    let retain_for = humantime::parse_duration(duration)
+        .map_err(|e| format!("{form}; bad duration {duration:?}: {e}"))?;
+    if retain_for.as_secs() < 1 {
+        return Err(format!("{form}; the duration must be at least 1s"));
+    }
+    Ok(ObjectLockSettings { mode, retain_for })
+}
+
+/// S3 bucket naming rules (the portable subset): 3–63 characters of lower-case letters, digits,
+/// `-` and `.`, starting and ending with a letter or digit, no `..`, not an IP address.
+pub(crate) fn check_bucket_name(bucket: &str) -> Result<(), &'static str> {
+    if !(3..=63).contains(&bucket.len()) {
+        return Err("bucket names are 3 to 63 characters long");
+    }
+    if !bucket
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+    {
+        return Err("bucket names use only lower-case letters, digits, '-' and '.'");
+    }
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !alnum(bucket.chars().next()) || !alnum(bucket.chars().last()) {
+        return Err("bucket names start and end with a letter or digit");
+    }
+    if bucket.contains("..") {
+        return Err("bucket names have no '..'");
+    }
+    if bucket.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Err("bucket names are not IP addresses");
+    }
+    Ok(())
+}
+
+/// An endpoint is an `http(s)://host[:port]` URL without credentials.
+pub(crate) fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    if userinfo_span(endpoint).is_some() {
+        return Err("credentials in the endpoint are refused; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or use an AWS profile".into());
+    }
+    let shown = redact(endpoint);
+    let url = url::Url::parse(endpoint).map_err(|e| format!("invalid endpoint {shown:?}: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(format!(
+            "invalid endpoint {shown:?}: expected http://host:port or https://host"
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "invalid endpoint {shown:?}: no query or fragment allowed"
+        ));
+    }
+    Ok(())
+}
+
 /// How an [`S3Store`] writes and lists, apart from the client's connection settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Settings {
@@ -182,9 +399,9 @@ impl S3Store {
             url: repo.clone(),
             reason,
         };
-        super::url::check_bucket_name(&config.bucket).map_err(|r| invalid(r.to_owned()))?;
+        check_bucket_name(&config.bucket).map_err(|r| invalid(r.to_owned()))?;
         if let Some(endpoint) = &config.endpoint {
-            super::url::check_endpoint(endpoint).map_err(invalid)?;
+            check_endpoint(endpoint).map_err(invalid)?;
         }
 
         let region =
@@ -286,6 +503,7 @@ impl S3Store {
             op,
             repo: self.repo.to_string(),
             key: key.to_owned(),
+            kind: ErrorKind::NotFound,
             message: format!(
                 "bucket {} does not exist at S3 endpoint {}; create it first (and check the URL's bucket, endpoint and region)",
                 self.bucket,
@@ -295,10 +513,21 @@ impl S3Store {
     }
 
     fn backend(&self, op: &'static str, key: &str, message: String) -> StorageError {
+        self.backend_kind(op, key, ErrorKind::Other, message)
+    }
+
+    fn backend_kind(
+        &self,
+        op: &'static str,
+        key: &str,
+        kind: ErrorKind,
+        message: String,
+    ) -> StorageError {
         StorageError::Backend {
             op,
             repo: self.repo.to_string(),
             key: key.to_owned(),
+            kind,
             message,
         }
     }
@@ -323,18 +552,25 @@ impl S3Store {
             SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_)
                 if rendered.contains("credentials") =>
             {
-                return self.backend(
+                return self.backend_kind(
                     op,
                     key,
+                    ErrorKind::Denied,
                     format!(
                         "no usable AWS credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or configure an AWS profile or role: {rendered}"
                     ),
                 );
             }
             SdkError::DispatchFailure(failure) if !failure.is_user() => {
-                return self.backend(
+                let kind = if failure.is_timeout() {
+                    ErrorKind::Timeout
+                } else {
+                    ErrorKind::Unreachable
+                };
+                return self.backend_kind(
                     op,
                     key,
+                    kind,
                     format!(
                         "cannot reach S3 endpoint {}: {rendered}",
                         self.endpoint_label()
@@ -342,9 +578,10 @@ impl S3Store {
                 );
             }
             SdkError::TimeoutError(_) => {
-                return self.backend(
+                return self.backend_kind(
                     op,
                     key,
+                    ErrorKind::Timeout,
                     format!(
                         "cannot reach S3 endpoint {} (timed out): {rendered}",
                         self.endpoint_label()
@@ -359,19 +596,30 @@ impl S3Store {
                 StorageError::NotFound { repo: self.repo.to_string(), key: key.to_owned() }
             }
             (Some(403), _)
-            | (_, Some("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied")) => self.backend(
+            | (_, Some("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied")) => self.backend_kind(
                 op,
                 key,
+                ErrorKind::Denied,
                 format!(
                     "access denied; check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the AWS profile) and their permissions on bucket {}: {rendered}",
                     self.bucket
                 ),
             ),
-            (Some(301), _) | (_, Some("PermanentRedirect" | "AuthorizationHeaderMalformed")) => self.backend(
+            (Some(301), _) | (_, Some("PermanentRedirect" | "AuthorizationHeaderMalformed")) => self.backend_kind(
                 op,
                 key,
+                ErrorKind::Client,
                 format!("bucket {} is in another region; set region= in the repository URL: {rendered}", self.bucket),
             ),
+            (Some(429), _) | (_, Some("SlowDown" | "Throttling" | "RequestLimitExceeded")) => {
+                self.backend_kind(op, key, ErrorKind::Throttled, rendered)
+            }
+            (Some(s), _) if s >= 500 => self.backend_kind(op, key, ErrorKind::Server, rendered),
+            (Some(s), _) if s >= 400 => self.backend_kind(op, key, ErrorKind::Client, rendered),
+            // A broken or unreadable answer: the connection, most likely.
+            _ if matches!(err, SdkError::ResponseError(_)) => {
+                self.backend_kind(op, key, ErrorKind::Unreachable, rendered)
+            }
             _ => self.backend(op, key, rendered),
         }
     }
@@ -647,6 +895,10 @@ fn total_from_content_range(header: &str) -> Option<u64> {
 impl ObjectStore for S3Store {
     fn describe(&self) -> String {
         self.repo.to_string()
+    }
+
+    async fn check(&self) -> Result<(), StorageError> {
+        self.check_bucket().await
     }
 
     async fn put_if_absent(&self, key: &str, source: PutSource) -> Result<(), StorageError> {

@@ -7,20 +7,19 @@
 //! - `file:///abs/path`
 //! - `s3://bucket[/prefix][?endpoint=URL&region=R&path_style=true|false&object_lock=MODE:DURATION&sse=ALG&sse_kms_key_id=ID]`
 //!
+//! The S3 form's parameters are checked in [`super::s3`] ([`S3Config::from_url`]); the generic
+//! URL text helpers are in `urltext`, so neither depends on the other's half.
+//!
 //! URLs never carry credentials: `s3://key:secret@bucket` is refused (credentials come from the
 //! AWS chain), and any URL echoed in a message has its user-info redacted.
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use super::local::LocalDir;
-use super::s3::{LockMode, ObjectLockSettings, S3Config, S3Store};
-use super::{check_key, ObjectStore, StorageError};
-
-const EXPECTED: &str =
-    "expected a path, file:///absolute/path, or s3://bucket/optional/prefix?endpoint=…&region=…";
-const S3_PARAMS: &str = "endpoint, region, path_style, object_lock, sse, sse_kms_key_id";
+use super::s3::S3Config;
+pub use super::urltext::redact;
+use super::urltext::{userinfo_span, EXPECTED};
+use super::StorageError;
 
 /// Where a repository lives.
 // Parsed once per process and rarely moved: boxing the S3 variant would buy nothing.
@@ -49,7 +48,7 @@ impl RepoUrl {
         };
         match scheme.to_ascii_lowercase().as_str() {
             "file" => parse_file(input).map_err(err),
-            "s3" => parse_s3(input).map_err(err),
+            "s3" => S3Config::from_url(input).map(RepoUrl::S3).map_err(err),
             other => Err(err(format!("unknown scheme {other:?}; {EXPECTED}"))),
         }
     }
@@ -68,46 +67,6 @@ fn scheme_of(input: &str) -> Option<&str> {
     }
     let known = matches!(scheme.to_ascii_lowercase().as_str(), "s3" | "file");
     (input[colon..].starts_with("://") || known).then_some(scheme)
-}
-
-/// The `user:password@` part of a URL's authority, if any.
-fn userinfo_span(input: &str) -> Option<(usize, usize)> {
-    let start = input.find("://")? + 3;
-    let authority_end = input[start..]
-        .find(['/', '?', '#'])
-        .map_or(input.len(), |i| start + i);
-    let at = input[start..authority_end].rfind('@')?;
-    Some((start, start + at))
-}
-
-/// `input` with the user-info of every embedded URL (the repository's, an `endpoint=`'s) replaced
-/// by `***`, safe to print.
-pub fn redact(input: &str) -> String {
-    let mut out = String::with_capacity(input.len());
-    let mut rest = input;
-    while let Some(i) = rest.find("://") {
-        let start = i + 3;
-        out.push_str(&rest[..start]);
-        rest = &rest[start..];
-        let authority_end = rest.find(['/', '?', '#', '&']).unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@') {
-            out.push_str("***");
-            rest = &rest[at..];
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The path of `scheme://authority/path?query#fragment` as written (the `url` crate would resolve
-/// `..` segments, hiding them from the prefix check).
-fn raw_path(input: &str) -> &str {
-    let after_scheme = input.find("://").map_or(input, |i| &input[i + 3..]);
-    let path_start = after_scheme
-        .find(['/', '?', '#'])
-        .unwrap_or(after_scheme.len());
-    let path = &after_scheme[path_start..];
-    &path[..path.find(['?', '#']).unwrap_or(path.len())]
 }
 
 fn parse_file(input: &str) -> Result<RepoUrl, String> {
@@ -135,259 +94,12 @@ fn parse_file(input: &str) -> Result<RepoUrl, String> {
     Ok(RepoUrl::Local(path))
 }
 
-fn parse_s3(input: &str) -> Result<RepoUrl, String> {
-    if !input[input.find(':').unwrap_or(0)..].starts_with("://") {
-        return Err(format!(
-            "S3 URLs have the form s3://bucket/prefix; {EXPECTED}"
-        ));
-    }
-    if userinfo_span(input).is_some() {
-        return Err("credentials in the URL are refused; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or use an AWS profile or role".into());
-    }
-    let url = url::Url::parse(input).map_err(|e| format!("{e}; {EXPECTED}"))?;
-    let bucket = url.host_str().unwrap_or_default();
-    if bucket.is_empty() {
-        return Err(format!("missing bucket name; {EXPECTED}"));
-    }
-    if url.port().is_some() {
-        return Err("a bucket has no port; give the server as ?endpoint=http://host:port".into());
-    }
-    if url.fragment().is_some() {
-        return Err("S3 URLs take no fragment (#…)".into());
-    }
-    check_bucket_name(bucket)
-        .map_err(|reason| format!("invalid bucket name {bucket:?}: {reason}"))?;
-    let mut config = S3Config::new(bucket);
-
-    let path =
-        percent_decode(raw_path(input)).ok_or("the prefix is not valid percent-encoded UTF-8")?;
-    let prefix = path.trim_matches('/');
-    if !prefix.is_empty() {
-        check_key(prefix).map_err(|e| match e {
-            StorageError::InvalidKey { reason, .. } => {
-                format!("invalid prefix {prefix:?}: {reason}")
-            }
-            other => other.to_string(),
-        })?;
-    }
-    config.prefix = prefix.to_owned();
-
-    let mut seen = Vec::new();
-    let mut path_style = None;
-    for (name, value) in url.query_pairs() {
-        if seen.contains(&name) {
-            return Err(format!("query parameter {name:?} is given twice"));
-        }
-        seen.push(name.clone());
-        match name.as_ref() {
-            "endpoint" => {
-                check_endpoint(&value)?;
-                config.endpoint = Some(value.trim_end_matches('/').to_owned());
-            }
-            "region" => {
-                if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                {
-                    return Err(format!(
-                        "invalid region {value:?} (expected e.g. us-east-1)"
-                    ));
-                }
-                config.region = Some(value.into_owned());
-            }
-            "path_style" => {
-                path_style = Some(match value.as_ref() {
-                    "true" | "1" | "yes" => true,
-                    "false" | "0" | "no" => false,
-                    other => {
-                        return Err(format!("path_style must be true or false, not {other:?}"))
-                    }
-                });
-            }
-            "object_lock" => config.object_lock = Some(parse_object_lock(&value)?),
-            "sse" => {
-                if !matches!(value.as_ref(), "AES256" | "aws:kms" | "aws:kms:dsse") {
-                    return Err(format!(
-                        "sse must be AES256, aws:kms or aws:kms:dsse, not {value:?}"
-                    ));
-                }
-                config.sse = Some(value.into_owned());
-            }
-            "sse_kms_key_id" => {
-                if value.is_empty() {
-                    return Err("sse_kms_key_id is empty".into());
-                }
-                config.sse_kms_key_id = Some(value.into_owned());
-            }
-            other => {
-                return Err(format!(
-                    "unknown query parameter {other:?}; known: {S3_PARAMS}"
-                ))
-            }
-        }
-    }
-    if config.sse_kms_key_id.is_some()
-        && !config
-            .sse
-            .as_deref()
-            .is_some_and(|s| s.starts_with("aws:kms"))
-    {
-        return Err("sse_kms_key_id needs sse=aws:kms (or aws:kms:dsse)".into());
-    }
-    // S3-compatible servers on a custom endpoint nearly always need path-style addressing.
-    config.force_path_style = path_style.unwrap_or(config.endpoint.is_some());
-    Ok(RepoUrl::S3(config))
-}
-
-/// `governance:30d` or `compliance:1y`.
-fn parse_object_lock(value: &str) -> Result<ObjectLockSettings, String> {
-    let form =
-        "object_lock must be governance:DURATION or compliance:DURATION (e.g. governance:30d)";
-    let (mode, duration) = value
-        .split_once(':')
-        .ok_or_else(|| format!("{form}, not {value:?}"))?;
-    let mode = match mode.to_ascii_lowercase().as_str() {
-        "governance" => LockMode::Governance,
-        "compliance" => LockMode::Compliance,
-        other => return Err(format!("{form}; unknown mode {other:?}")),
-    };
-    let retain_for = humantime::parse_duration(duration)
-        .map_err(|e| format!("{form}; bad duration {duration:?}: {e}"))?;
-    if retain_for.as_secs() < 1 {
-        return Err(format!("{form}; the duration must be at least 1s"));
-    }
-    Ok(ObjectLockSettings { mode, retain_for })
-}
-
-/// S3 bucket naming rules (the portable subset): 3–63 characters of lower-case letters, digits,
-/// `-` and `.`, starting and ending with a letter or digit, no `..`, not an IP address.
-pub(crate) fn check_bucket_name(bucket: &str) -> Result<(), &'static str> {
-    if !(3..=63).contains(&bucket.len()) {
-        return Err("bucket names are 3 to 63 characters long");
-    }
-    if !bucket
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-    {
-        return Err("bucket names use only lower-case letters, digits, '-' and '.'");
-    }
-    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
-    if !alnum(bucket.chars().next()) || !alnum(bucket.chars().last()) {
-        return Err("bucket names start and end with a letter or digit");
-    }
-    if bucket.contains("..") {
-        return Err("bucket names have no '..'");
-    }
-    if bucket.parse::<std::net::Ipv4Addr>().is_ok() {
-        return Err("bucket names are not IP addresses");
-    }
-    Ok(())
-}
-
-/// An endpoint is an `http(s)://host[:port]` URL without credentials.
-pub(crate) fn check_endpoint(endpoint: &str) -> Result<(), String> {
-    if userinfo_span(endpoint).is_some() {
-        return Err("credentials in the endpoint are refused; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or use an AWS profile".into());
-    }
-    let shown = redact(endpoint);
-    let url = url::Url::parse(endpoint).map_err(|e| format!("invalid endpoint {shown:?}: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(format!(
-            "invalid endpoint {shown:?}: expected http://host:port or https://host"
-        ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!(
-            "invalid endpoint {shown:?}: no query or fragment allowed"
-        ));
-    }
-    Ok(())
-}
-
-/// Decodes `%XX` escapes; `None` on a malformed escape or non-UTF-8 result.
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// Escapes what would break a query value (`&`, `#`, `%`, `+`, space); keeps `:` and `/`
-/// readable.
-fn query_escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '&' | '#' | '%' | '+' | ' ' | '=' => out.push_str(&format!("%{:02X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Prints the URL form, which [`RepoUrl::parse`] reads back; never contains credentials.
 impl fmt::Display for RepoUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RepoUrl::Local(path) => write!(f, "{}", path.display()),
-            RepoUrl::S3(c) => {
-                write!(f, "s3://{}", c.bucket)?;
-                if !c.prefix.is_empty() {
-                    write!(f, "/{}", c.prefix)?;
-                }
-                let mut params = Vec::new();
-                if let Some(endpoint) = &c.endpoint {
-                    params.push(format!("endpoint={}", query_escape(&redact(endpoint))));
-                }
-                if let Some(region) = &c.region {
-                    params.push(format!("region={}", query_escape(region)));
-                }
-                if c.force_path_style != c.endpoint.is_some() {
-                    params.push(format!("path_style={}", c.force_path_style));
-                }
-                if let Some(lock) = &c.object_lock {
-                    let mode = match lock.mode {
-                        LockMode::Governance => "governance",
-                        LockMode::Compliance => "compliance",
-                    };
-                    let duration = humantime::format_duration(lock.retain_for)
-                        .to_string()
-                        .replace(' ', "");
-                    params.push(format!("object_lock={mode}:{duration}"));
-                }
-                if let Some(sse) = &c.sse {
-                    params.push(format!("sse={}", query_escape(sse)));
-                }
-                if let Some(id) = &c.sse_kms_key_id {
-                    params.push(format!("sse_kms_key_id={}", query_escape(id)));
-                }
-                if !params.is_empty() {
-                    write!(f, "?{}", params.join("&"))?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-/// Opens the backend a URL names: creates a local directory if missing; for S3, builds the client
-/// and checks that the bucket exists and is reachable with the current credentials.
-pub async fn open(url: &RepoUrl) -> Result<Arc<dyn ObjectStore>, StorageError> {
-    match url {
-        RepoUrl::Local(path) => Ok(Arc::new(LocalDir::new(path.clone())?)),
-        RepoUrl::S3(config) => {
-            let store = S3Store::connect(config.clone()).await?;
-            store.check_bucket().await?;
-            tracing::debug!(repo = %store.describe(), "opened S3 repository");
-            Ok(Arc::new(store))
+            RepoUrl::S3(c) => c.write_url(f),
         }
     }
 }
@@ -395,6 +107,8 @@ pub async fn open(url: &RepoUrl) -> Result<Arc<dyn ObjectStore>, StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::open;
+    use crate::storage::s3::{LockMode, ObjectLockSettings};
     use std::time::Duration;
 
     fn s3(input: &str) -> S3Config {
