@@ -162,11 +162,31 @@ async fn bad_points_targets_keys_and_damaged_segments_fail_clearly() {
             && e.contains("--drop"),
         "{e}"
     );
+    assert!(
+        e.contains("nothing was written") && !e.contains("partial restore"),
+        "a refusal before any write must not claim a partial restore: {e}"
+    );
     assert_eq!(
         restored.count_documents(doc! {}).await.unwrap(),
         200,
         "the refused restore changed nothing"
     );
+
+    // A source the repository does not hold: an error naming the ones it holds, for the
+    // restore and for `list` (which must not answer "nothing is restorable yet").
+    let out = restore("latest", &["--source", "no-such-source", "--drop"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let e = stderr(&out);
+    assert!(
+        e.contains("no-such-source") && e.contains(&source_id),
+        "{e}"
+    );
+    let out = mc_restore(
+        &["list", "--repo", &repo_s, "--source", "no-such-source"],
+        &keyring,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(stderr(&out).contains(&source_id), "{}", show(&out));
 
     // Damage: flip a byte inside the last oplog segment's data.
     let oplog_dir = repo.join("sources").join(&source_id).join("oplog");
@@ -213,4 +233,43 @@ async fn bad_points_targets_keys_and_damaged_segments_fail_clearly() {
         "{}",
         show(&out)
     );
+}
+
+/// `--at latest` right after a snapshot of an idle database: the snapshot ends at the newest
+/// captured entry, nothing is left to replay, and the restore is the snapshot itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn latest_right_after_a_snapshot_with_nothing_to_replay() {
+    let client = mongo_client().await;
+    let db_name = unique_db("rstidle");
+    let items = client.database(&db_name).collection::<Document>("items");
+    items
+        .insert_many((0..50).map(|i| doc! {"_id": i}).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let source_id = unique_name("rstidle").to_lowercase();
+    let cap = Captured::start(&source_id).await;
+    cap.snapshot(&db_name).await;
+    let (dir, _repo) = cap.finish().await;
+    let (repo, keyring) = repo_paths(dir.path());
+    let target = PrivateReplSet::start(Default::default()).await;
+    let ns = format!("{db_name}.*");
+    let out = mc_restore(
+        &[
+            "--at",
+            "latest",
+            "--target",
+            &target.uri(),
+            "--repo",
+            repo.to_str().unwrap(),
+            "--ns",
+            &ns,
+        ],
+        &keyring,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let restored = target
+        .node_client(0)
+        .database(&db_name)
+        .collection::<Document>("items");
+    assert_eq!(restored.count_documents(doc! {}).await.unwrap(), 50);
 }
