@@ -58,7 +58,7 @@ impl std::fmt::Display for KafkaPoint {
         match self {
             KafkaPoint::Latest => write!(f, "latest"),
             KafkaPoint::Time { unix_ms } => write!(f, "{}", format_ms(*unix_ms)),
-            KafkaPoint::ClusterTime(ts) => write!(f, "ts:{}:{}", ts.t, ts.i),
+            KafkaPoint::ClusterTime(ts) => write!(f, "{}", ts.arg()),
         }
     }
 }

@@ -72,7 +72,7 @@ impl std::fmt::Display for RestorePoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RestorePoint::Latest => write!(f, "latest"),
-            RestorePoint::Exact(ts) => write!(f, "ts:{}:{}", ts.t, ts.i),
+            RestorePoint::Exact(ts) => write!(f, "{}", ts.arg()),
             RestorePoint::Time { unix_ms } => write!(f, "{}", format_ms(*unix_ms)),
         }
     }
@@ -149,14 +149,10 @@ pub fn format_ms(unix_ms: i64) -> String {
         .unwrap_or_else(|| format!("{unix_ms} ms"))
 }
 
-/// An oplog timestamp as `ts:S:I (RFC 3339)`, how every message shows one.
+/// An oplog timestamp as `ts:S:I (RFC 3339)`, how every message shows one: mc-core's
+/// [`OplogTs::text`], as a `String`.
 pub fn format_ts(ts: OplogTs) -> String {
-    format!(
-        "ts:{}:{} ({})",
-        ts.t,
-        ts.i,
-        format_ms(i64::from(ts.t) * 1000)
-    )
+    ts.text().to_string()
 }
 
 #[cfg(test)]

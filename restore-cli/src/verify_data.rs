@@ -33,7 +33,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::namespaces::{is_buckets, NamespaceMap, SYSTEM_DATABASES};
-use crate::point::{format_ts, Cut, RestorePoint};
+use crate::point::{Cut, RestorePoint};
 use crate::target::{self, TargetError};
 use mc_core::format::OplogTs;
 
@@ -805,7 +805,7 @@ pub async fn verify(
             Status::Match
         },
         at: point.to_string(),
-        cluster_time: OplogTs::new(at.time, at.increment),
+        cluster_time: OplogTs::from(at),
         matched: count(Status::Match),
         mismatched,
         not_verifiable: count(Status::NotVerifiable),
@@ -1200,7 +1200,7 @@ async fn compare_indexes(
 }
 
 fn show_ts(ts: Timestamp) -> String {
-    format_ts(OplogTs::new(ts.time, ts.increment))
+    OplogTs::from(ts).text().to_string()
 }
 
 #[cfg(test)]

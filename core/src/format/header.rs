@@ -48,6 +48,58 @@ impl OplogTs {
     pub fn new(t: u32, i: u32) -> Self {
         Self { t, i }
     }
+
+    /// `ts:S:I`: the form `mc-restore --at` takes, for messages that quote a timestamp to pass
+    /// back (`pass --at ts:1764065700:3`).
+    pub fn arg(self) -> OplogTsText {
+        OplogTsText {
+            ts: self,
+            with_time: false,
+        }
+    }
+
+    /// `ts:S:I (2025-11-25T10:15:00.000Z)`: how messages show an oplog timestamp to people, the
+    /// `--at` form with its time in RFC 3339 (UTC, milliseconds).
+    pub fn text(self) -> OplogTsText {
+        OplogTsText {
+            ts: self,
+            with_time: true,
+        }
+    }
+}
+
+impl From<bson::Timestamp> for OplogTs {
+    fn from(ts: bson::Timestamp) -> Self {
+        Self::new(ts.time, ts.increment)
+    }
+}
+
+/// An [`OplogTs`] as messages show it: [`OplogTs::arg`] or [`OplogTs::text`]. The one
+/// formatter of timestamps for people; [`OplogTs`]'s own `Display` (`S.IIIIIIIIII`, sorting as
+/// text) is the form of object names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OplogTsText {
+    ts: OplogTs,
+    with_time: bool,
+}
+
+impl std::fmt::Display for OplogTsText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let OplogTs { t, i } = self.ts;
+        write!(f, "ts:{t}:{i}")?;
+        if self.with_time {
+            // Every u32 of seconds is a valid time, so the fallback never shows.
+            match chrono::DateTime::from_timestamp(i64::from(t), 0) {
+                Some(time) => write!(
+                    f,
+                    " ({})",
+                    time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                )?,
+                None => write!(f, " ({t} s)")?,
+            }
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Display for OplogTs {
@@ -175,4 +227,38 @@ pub fn parse_preamble(bytes: &[u8]) -> Result<(SegmentHeader, usize), PreambleEr
         )));
     }
     Ok((header, end))
+}
+
+#[cfg(test)]
+mod oplog_ts_tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_show_as_the_at_form_with_their_time() {
+        let ts = OplogTs::new(1_764_065_700, 3);
+        assert_eq!(ts.arg().to_string(), "ts:1764065700:3");
+        assert_eq!(
+            ts.text().to_string(),
+            "ts:1764065700:3 (2025-11-25T10:15:00.000Z)"
+        );
+        assert_eq!(
+            OplogTs::new(0, 0).text().to_string(),
+            "ts:0:0 (1970-01-01T00:00:00.000Z)"
+        );
+        assert_eq!(
+            OplogTs::new(u32::MAX, u32::MAX).arg().to_string(),
+            "ts:4294967295:4294967295"
+        );
+        // Object names keep their own sortable form.
+        assert_eq!(ts.to_string(), "1764065700.0000000003");
+    }
+
+    #[test]
+    fn bson_timestamps_convert() {
+        let ts = bson::Timestamp {
+            time: 7,
+            increment: 9,
+        };
+        assert_eq!(OplogTs::from(ts), OplogTs::new(7, 9));
+    }
 }

@@ -10,8 +10,8 @@ mod segment;
 
 pub use header::PreambleError;
 pub use header::{
-    parse_preamble, OplogRange, OplogTs, SegmentHeader, StreamKind, WriterInfo, FORMAT_VERSION,
-    MAGIC, MAX_HEADER_LEN, PREAMBLE_FIXED_LEN,
+    parse_preamble, OplogRange, OplogTs, OplogTsText, SegmentHeader, StreamKind, WriterInfo,
+    FORMAT_VERSION, MAGIC, MAX_HEADER_LEN, PREAMBLE_FIXED_LEN,
 };
 pub use segment::{
     seal_to_file, seal_to_vec, FormatError, SealedSegment, SegmentReader, SegmentSpec,

@@ -136,7 +136,7 @@ pub fn print_plan(source: &str, plan: &KafkaResetPlan) {
             g.group,
             g.captured_at,
             g.cluster_time
-                .map(|t| format!(" (cluster time ts:{}:{})", t.t, t.i))
+                .map(|t| format!(" (cluster time {})", t.arg()))
                 .unwrap_or_default(),
             if g.active_members.is_empty() {
                 String::new()

@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use mc_restore::point::{format_ts, RestorePoint};
+use mc_restore::point::RestorePoint;
 use mc_restore::target::redact;
 use mc_restore::verify_data::{self, DataReport, Status};
 
@@ -55,7 +55,7 @@ pub async fn run(args: VerifyDataArgs) -> anyhow::Result<i32> {
         "verifying {} against {} as of {} (--at {point})",
         redact(&args.target),
         redact(&args.source_uri),
-        format_ts(mc_core::format::OplogTs::new(at.time, at.increment)),
+        mc_core::format::OplogTs::from(at).text(),
     );
     let report = verify_data::verify(&source, &target, point, at, &map)
         .await
@@ -121,7 +121,7 @@ fn describe(r: &DataReport) -> String {
         out,
         "{} namespace(s) compared at {}: {} match, {} mismatch, {} not verifiable against the live source{}",
         r.namespaces.len(),
-        format_ts(r.cluster_time),
+        r.cluster_time.text(),
         r.matched,
         r.mismatched,
         r.not_verifiable,
