@@ -18,7 +18,9 @@ use mc_restore::load::LoadSettings;
 use mc_restore::plan::RestorePlan;
 use mc_restore::point::{format_ts, RestorePoint};
 use mc_restore::replay::ReplaySettings;
-use mc_restore::restore::{self, KafkaStep, Progress, RestoreOptions, UsersMerge};
+use mc_restore::restore::{
+    self, KafkaStep, Observer, PhaseName, Progress, RestoreOptions, UsersMerge,
+};
 use mc_restore::target;
 
 use super::kafka_offsets;
@@ -199,24 +201,13 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
 
     let show = std::io::stderr().is_terminal() && !args.json;
     let docs_total: u64 = plan.collections.iter().map(|c| c.entry.count).sum();
-    let load_bar = bar(
-        show,
-        docs_total,
-        "load   {bar:30} {pos}/{len} docs {per_sec} {eta}",
-    );
-    let replay_bar = bar(
-        show,
-        plan.ops_upper_bound,
-        "replay {bar:30} {pos}/{len} oplog entries {per_sec} {eta}",
-    );
+    let display = Arc::new(PhaseDisplay::new(show, docs_total, plan.ops_upper_bound));
     let progress = Arc::new(Progress::default());
     let ticker = {
-        let (progress, load_bar, replay_bar) =
-            (progress.clone(), load_bar.clone(), replay_bar.clone());
+        let (progress, display) = (progress.clone(), display.clone());
         tokio::spawn(async move {
             loop {
-                load_bar.set_position(progress.load.documents.load(Relaxed));
-                replay_bar.set_position(progress.entries.load(Relaxed));
+                display.tick(&progress);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
@@ -238,19 +229,11 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         kafka: kafka_options.clone().map(|options| KafkaStep { options }),
     };
     let result = restore::run(
-        &repo,
-        &client,
-        &plan,
-        point,
-        &map,
-        &options,
-        progress,
-        &restore::Quiet,
+        &repo, &client, &plan, point, &map, &options, progress, &*display,
     )
     .await;
     ticker.abort();
-    load_bar.finish_and_clear();
-    replay_bar.finish_and_clear();
+    display.clear();
     let summary = result.map_err(|e| {
         let context = if e.target_written() {
             format!(
@@ -387,13 +370,104 @@ fn list_or_none(groups: &[String]) -> String {
     }
 }
 
-fn bar(show: bool, len: u64, template: &str) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
+/// What a person at a terminal sees during a restore: one line per phase, with a bar, counts
+/// in human units, a rate and an ETA where the phase has a known size (load: documents; replay:
+/// oplog entries, an upper bound), a spinner with the elapsed time where it has none (index
+/// builds, users, Kafka). Nothing when stderr is not a terminal or with `--json`.
+struct PhaseDisplay {
+    bar: ProgressBar,
+    docs_total: u64,
+    entries_total: u64,
+    phase: std::sync::Mutex<Option<PhaseName>>,
+}
+
+impl PhaseDisplay {
+    fn new(show: bool, docs_total: u64, entries_total: u64) -> Self {
+        Self {
+            bar: if show {
+                ProgressBar::new_spinner()
+            } else {
+                ProgressBar::hidden()
+            },
+            docs_total,
+            entries_total,
+            phase: Default::default(),
+        }
     }
-    let bar = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template(template) {
-        bar.set_style(style);
+
+    fn tick(&self, progress: &Progress) {
+        let phase = *self
+            .phase
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match phase {
+            Some(PhaseName::Load) => self.bar.set_position(progress.load.documents.load(Relaxed)),
+            Some(PhaseName::Replay) => self.bar.set_position(progress.entries.load(Relaxed)),
+            _ => self.bar.tick(),
+        }
     }
-    bar
+
+    fn clear(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Observer for PhaseDisplay {
+    fn phase_started(&self, phase: PhaseName) {
+        *self
+            .phase
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(phase);
+        let (len, template) = match phase {
+            PhaseName::Load => (
+                Some(self.docs_total),
+                "{prefix:8} {bar:30} {human_pos}/{human_len} documents  {rate}  ETA {eta}",
+            ),
+            PhaseName::Replay => (
+                Some(self.entries_total),
+                "{prefix:8} {bar:30} {human_pos}/{human_len} oplog entries (at most)  {rate}  ETA {eta}",
+            ),
+            _ => (None, "{prefix:8} {spinner} {elapsed}"),
+        };
+        self.bar.reset();
+        self.bar.set_length(len.unwrap_or(0));
+        self.bar.set_position(0);
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            self.bar.set_style(style.with_key(
+                "rate",
+                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{}/s", human_count(state.per_sec()));
+                },
+            ));
+        }
+        self.bar.set_prefix(phase.as_str());
+    }
+
+    fn phase_done(&self, phase: PhaseName, seconds: f64) {
+        self.bar.println(format!(
+            "{:8} done in {}",
+            phase.as_str(),
+            human_seconds(seconds)
+        ));
+    }
+}
+
+/// 68721.9 → "68.7 k"; 950 → "950".
+fn human_count(n: f64) -> String {
+    match n {
+        n if n >= 1e9 => format!("{:.1} G", n / 1e9),
+        n if n >= 1e6 => format!("{:.1} M", n / 1e6),
+        n if n >= 1e3 => format!("{:.1} k", n / 1e3),
+        n => format!("{n:.0}"),
+    }
+}
+
+/// 0.42 → "0.4 s"; 125 → "2 min 5 s"; 7300 → "2 h 1 min".
+fn human_seconds(s: f64) -> String {
+    let whole = s.round() as u64;
+    match whole {
+        0..60 => format!("{s:.1} s"),
+        60..3600 => format!("{} min {} s", whole / 60, whole % 60),
+        _ => format!("{} h {} min", whole / 3600, whole % 3600 / 60),
+    }
 }

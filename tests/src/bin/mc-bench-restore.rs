@@ -72,6 +72,11 @@ struct Args {
     /// Entries per applyOps.
     #[arg(long, default_value_t = 1000)]
     batch: usize,
+    /// The constrained workload: a unique index on `email` whose values move between documents
+    /// (swaps through a temporary value, one oplog entry each) and a capped collection that
+    /// wraps, instead of plain updates.
+    #[arg(long)]
+    constrained: bool,
 }
 
 fn document(id: i64) -> Document {
@@ -112,6 +117,23 @@ async fn main() -> anyhow::Result<()> {
                 .build(),
         )
         .await?;
+        if args.constrained {
+            coll.create_index(
+                mongodb::IndexModel::builder()
+                    .keys(doc! {"email": 1})
+                    .options(
+                        mongodb::options::IndexOptions::builder()
+                            .unique(true)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .await?;
+        }
+    }
+    if args.constrained {
+        db.run_command(doc! {"create": "capped", "capped": true, "size": 4 << 20})
+            .await?;
     }
 
     let dir = tempfile::tempdir()?;
@@ -169,6 +191,35 @@ async fn main() -> anyhow::Result<()> {
         let coll = db.collection::<Document>(&format!("c{c}"));
         let base = (round * 500) % (per - 1000).max(1);
         match round % 4 {
+            1 if args.constrained => {
+                // Unique values move: a and b swap emails through a temporary value.
+                for k in 0..100 {
+                    let (a, b) = (base + 2 * k, base + 2 * k + 1);
+                    let email = |d: Option<Document>| {
+                        d.and_then(|d| d.get_str("email").ok().map(str::to_owned))
+                    };
+                    let (Some(ea), Some(eb)) = (
+                        email(coll.find_one(doc! {"_id": a}).await?),
+                        email(coll.find_one(doc! {"_id": b}).await?),
+                    ) else {
+                        continue;
+                    };
+                    for (id, to) in [(a, format!("tmp-{a}")), (b, ea), (a, eb)] {
+                        coll.update_one(doc! {"_id": id}, doc! {"$set": {"email": to}})
+                            .await?;
+                        written += 1;
+                    }
+                }
+            }
+            2 if args.constrained => {
+                coll.insert_many((next_id..next_id + 250).map(document).collect::<Vec<_>>())
+                    .await?;
+                db.collection::<Document>("capped")
+                    .insert_many((next_id..next_id + 250).map(document).collect::<Vec<_>>())
+                    .await?;
+                next_id += 250;
+                written += 500;
+            }
             0 | 1 => {
                 let r = coll
                     .update_many(
@@ -322,7 +373,7 @@ async fn main() -> anyhow::Result<()> {
     let hours_100gb = |mbps: f64| 100_000.0 / mbps / 3600.0;
     let ours_mbps = rate(mb, ours_load);
     let base_mbps = rate(mb, base_load);
-    println!("mc-bench-restore: {docs} documents ({mb:.1} MB of BSON) in {} collections; {ours_ops} oplog entries replayed", args.collections);
+    println!("mc-bench-restore: {docs} documents ({mb:.1} MB of BSON) in {} collections; {ours_ops} oplog entries replayed; workload {}", args.collections, if args.constrained { "constrained (unique email values moving, a capped collection wrapping)" } else { "unconstrained" });
     println!(
         "machine: {} cores, load average {}",
         std::thread::available_parallelism()
