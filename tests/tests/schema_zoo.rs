@@ -620,6 +620,27 @@ async fn before_snapshot(client: &Client, zoo: &Zoo) {
     )
     .await;
 
+    // While the snapshot reads (see `during_snapshot_others`).
+    insert(
+        &db,
+        "during_indexed",
+        (0..200).map(|i| doc! {"_id": i, "k": i % 17}).collect(),
+    )
+    .await;
+    run(
+        &db,
+        doc! {"create": "during_capped", "capped": true, "size": 16 * 1024},
+    )
+    .await;
+    capped_batches(&db, "during_capped", 0..10, 200).await;
+    insert(&db, "during_large", vec![sized(1, 12 * MIB, 'k')]).await;
+    insert(
+        &db,
+        "during_dropped",
+        (0..50).map(|i| doc! {"_id": i}).collect(),
+    )
+    .await;
+
     // 10. Across databases.
     insert(
         &db,
@@ -645,6 +666,47 @@ async fn before_snapshot(client: &Client, zoo: &Zoo) {
         &dropped,
         "before",
         (0..30).map(|i| doc! {"_id": i, "gen": 0}).collect(),
+    )
+    .await;
+}
+
+/// While the snapshot reads: a capped collection wraps, a 12 MB document changes, an index is
+/// built, a collection is created and filled, another dropped: the load reads a fuzzy state
+/// that replay from the snapshot's start must make exact.
+async fn during_snapshot_others(db: Database) {
+    for b in 10..40 {
+        insert(&db, "during_capped", capped_batch(b, 200)).await;
+        if b == 20 {
+            update(
+                &db,
+                "during_large",
+                vec![(doc! {"_id": 1}, set(doc! {"fill": "K", "round": b}))],
+            )
+            .await;
+            create_index(
+                &db,
+                "during_indexed",
+                vec![doc! {"key": {"k": 1}, "name": "k_1"}],
+            )
+            .await;
+        }
+        if b == 25 {
+            insert(
+                &db,
+                "during_created",
+                (0..50).map(|i| doc! {"_id": i}).collect(),
+            )
+            .await;
+            db.collection::<Document>("during_dropped")
+                .drop()
+                .await
+                .unwrap();
+        }
+    }
+    update(
+        &db,
+        "during_large",
+        vec![(doc! {"_id": 1}, Bson::Document(sized(1, 8 * MIB, 'l')))],
     )
     .await;
 }
@@ -1254,6 +1316,16 @@ async fn window_b(client: &Client, zoo: &Zoo) {
 async fn window_c(client: &Client, zoo: &Zoo) {
     let db = client.database(&zoo.main);
 
+    capped_batches(&db, "during_capped", 40..45, 200).await;
+    for coll in ["during_indexed", "during_created", "during_large"] {
+        update(
+            &db,
+            coll,
+            vec![(doc! {"_id": 1}, set(doc! {"after": true}))],
+        )
+        .await;
+    }
+
     update(
         &db,
         "unique_moved",
@@ -1562,6 +1634,7 @@ fn groups(zoo: &Zoo) -> Vec<Group<'_>> {
     };
     vec![
         group("unique", "unique_", vec![]),
+        group("during", "during_", vec![]),
         group("valid", "valid_", vec![]),
         group("large", "large_", vec![]),
         group(
@@ -1680,8 +1753,21 @@ async fn compare(
 /// The zoo tests what it says: the window changes every shape of the main database but two (so
 /// each is restored through replay, not only loaded), and capped collections' natural order is
 /// not their `_id` order (so comparing it means something).
-fn check_the_workload(a: &Point, c: &Point) {
-    let (main_a, main_c) = (&a.states[0].1, &c.states[0].1);
+fn check_the_workload(a: &Point, b: &Point, c: &Point) {
+    let (main_a, main_b, main_c) = (&a.states[0].1, &b.states[0].1, &c.states[0].1);
+    // The comparison sees every change the window makes (B and C differ wherever they differ).
+    let changed: Vec<&String> = main_c
+        .iter()
+        .filter(|(name, state)| main_b.get(*name) != Some(state))
+        .map(|(name, _)| name)
+        .collect();
+    let seen = state_differences(main_b, main_c);
+    for name in changed {
+        assert!(
+            seen.iter().any(|d| d.starts_with(&format!("{name}: "))),
+            "{name} changed between B and C, unseen by state_differences: {seen:#?}"
+        );
+    }
     let untouched: Vec<&String> = main_c
         .iter()
         .filter(|(name, state)| main_a.get(*name) == Some(state))
@@ -1694,6 +1780,7 @@ fn check_the_workload(a: &Point, c: &Point) {
         "shapes the window leaves as they were at point A"
     );
     for name in [
+        "during_capped",
         "capped_size_wrap",
         "capped_max_wrap",
         "capped_converted",
@@ -1704,6 +1791,39 @@ fn check_the_workload(a: &Point, c: &Point) {
             state.natural.len() == state.documents.len() && state.natural != state.documents,
             "{name}: natural order differs from _id order"
         );
+    }
+}
+
+/// Restores `point` for namespaces `ns` alone (`label` says which shapes), compares the
+/// collections `keep` accepts and adds the differences to `failures`; whether the restore ran.
+async fn restore_and_compare(
+    t: &Target<'_>,
+    point: &Point,
+    target: &PrivateReplSet,
+    ns: &[String],
+    keep: &dyn Fn(&str, &str) -> bool,
+    label: &str,
+    failures: &mut Vec<String>,
+) -> bool {
+    match t.restore(point, ns) {
+        Ok(()) => {
+            let (f, passed) = compare(point, target.node_client(0), keep).await;
+            eprintln!(
+                "point {}, {label} alone: restored exactly: {}",
+                point.name,
+                passed.join(", ")
+            );
+            failures.extend(f);
+            true
+        }
+        Err(e) => {
+            failures.push(format!(
+                "point {}: restoring {label} alone ({}) failed: {e}",
+                point.name,
+                ns.join(" ")
+            ));
+            false
+        }
     }
 }
 
@@ -1722,19 +1842,21 @@ async fn schema_zoo_restores_every_shape_at_every_point() {
     let source_id = unique_name("zoo");
     let cap = Captured::start(&source_id).await;
     let moving = tokio::spawn(during_snapshot(client.database(&zoo.main)));
+    let others = tokio::spawn(during_snapshot_others(client.database(&zoo.main)));
     let settings = SnapshotSettings {
         databases: Some(zoo.all().iter().map(|d| d.to_string()).collect()),
         ..cap.snapshot_settings(&zoo.main)
     };
     cap.snapshot_with(&settings).await;
     moving.await.unwrap();
+    others.await.unwrap();
     let a = record("A (after the snapshot)", &client, &cap, &zoo).await;
     window_b(&client, &zoo).await;
     let b = record("B (mid-window)", &client, &cap, &zoo).await;
     window_c(&client, &zoo).await;
     let c = record("C (end)", &client, &cap, &zoo).await;
     let (dir, _repo) = cap.finish().await;
-    check_the_workload(&a, &c);
+    check_the_workload(&a, &b, &c);
 
     let target = PrivateReplSet::start(Default::default()).await;
     let (repo, keyring) = repo_paths(dir.path());
@@ -1775,23 +1897,20 @@ async fn schema_zoo_restores_every_shape_at_every_point() {
                         g.databases.contains(&db)
                             || (db == zoo.main && !g.prefix.is_empty() && c.starts_with(g.prefix))
                     };
-                    match t.restore(point, &ns) {
-                        Ok(()) => {
-                            let (f, passed) = compare(point, target.node_client(0), &keep).await;
-                            eprintln!(
-                                "point {}, group {} alone: restored exactly: {}",
-                                point.name,
-                                g.name,
-                                passed.join(", ")
-                            );
-                            failures.extend(f);
-                        }
-                        Err(e) => failures.push(format!(
-                            "point {}: restoring group {} alone ({}) failed: {e}",
-                            point.name,
-                            g.name,
-                            ns.join(" ")
-                        )),
+                    let label = format!("group {}", g.name);
+                    let restored =
+                        restore_and_compare(&t, point, &target, &ns, &keep, &label, &mut failures)
+                            .await;
+                    if restored || !g.databases.is_empty() {
+                        continue;
+                    }
+                    // Which of the group's shapes: one collection at a time.
+                    for coll in point.states[0].1.keys().filter(|c| c.starts_with(g.prefix)) {
+                        let mut ns = vec![format!("{}.{coll}", zoo.main)];
+                        ns.extend(g.via.iter().cloned());
+                        let keep = |db: &str, c: &str| db == zoo.main && c == coll;
+                        restore_and_compare(&t, point, &target, &ns, &keep, coll, &mut failures)
+                            .await;
                     }
                 }
             }
