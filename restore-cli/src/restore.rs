@@ -220,7 +220,7 @@ impl Clock<'_> {
 
     fn done(&mut self, name: PhaseName) {
         let seconds = self.lap.elapsed().as_secs_f64();
-        tracing::info!(phase = name.as_str(), seconds, "phase done");
+        tracing::debug!(phase = name.as_str(), seconds, "phase done");
         self.phases.push(Phase {
             name: name.as_str(),
             seconds,

@@ -373,7 +373,8 @@ fn list_or_none(groups: &[String]) -> String {
 /// What a person at a terminal sees during a restore: one line per phase, with a bar, counts
 /// in human units, a rate and an ETA where the phase has a known size (load: documents; replay:
 /// oplog entries, an upper bound), a spinner with the elapsed time where it has none (index
-/// builds, users, Kafka). Nothing when stderr is not a terminal or with `--json`.
+/// builds, users, Kafka). Without a terminal (or with `--json`), a log line as each phase starts
+/// and ends instead.
 struct PhaseDisplay {
     bar: ProgressBar,
     docs_total: u64,
@@ -429,9 +430,10 @@ impl Observer for PhaseDisplay {
             ),
             _ => (None, "{prefix:8} {spinner} {elapsed}"),
         };
-        self.bar.reset();
-        self.bar.set_length(len.unwrap_or(0));
-        self.bar.set_position(0);
+        if self.bar.is_hidden() {
+            tracing::info!(phase = phase.as_str(), "phase started");
+            return;
+        }
         if let Ok(style) = ProgressStyle::with_template(template) {
             self.bar.set_style(style.with_key(
                 "rate",
@@ -440,15 +442,21 @@ impl Observer for PhaseDisplay {
                 },
             ));
         }
+        self.bar.reset();
+        self.bar.set_length(len.unwrap_or(0));
         self.bar.set_prefix(phase.as_str());
     }
 
     fn phase_done(&self, phase: PhaseName, seconds: f64) {
-        self.bar.println(format!(
-            "{:8} done in {}",
-            phase.as_str(),
-            human_seconds(seconds)
-        ));
+        if self.bar.is_hidden() {
+            tracing::info!(phase = phase.as_str(), seconds, "phase done");
+        } else {
+            self.bar.println(format!(
+                "{:8} done in {}",
+                phase.as_str(),
+                human_seconds(seconds)
+            ));
+        }
     }
 }
 
