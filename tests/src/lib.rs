@@ -13,6 +13,7 @@ pub mod bench;
 pub mod kafka;
 pub mod mongod;
 pub mod restore;
+pub mod seaweed;
 pub mod workload;
 
 /// The hint printed whenever a service variable is missing.

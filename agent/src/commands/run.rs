@@ -267,6 +267,12 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
         Err(_) => {
             agent.abort();
             let report = StopReport::of(&metrics);
+            if report.complete() {
+                bail!(
+                    "{} (within {shutdown_timeout:?}), but a snapshot or Kafka upload was still running and was cut short; it is taken again or resumes at the next start",
+                    report.line()
+                );
+            }
             report.log(
                 metrics
                     .segments_uploaded
