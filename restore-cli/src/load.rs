@@ -134,6 +134,9 @@ pub async fn load(
         out.stats.documents += c.documents;
         out.stats.bytes += c.bytes;
         out.catalog.loaded(&c.ns, &c.options, c.indexes);
+        if c.options.get_bool("temp").unwrap_or(false) {
+            out.catalog.loaded_temporary(&c.ns);
+        }
         if let Some(id) = c.last_id {
             out.catalog.capped_last.insert(c.ns, id);
         }
@@ -155,7 +158,11 @@ async fn create(target: &Client, snapshot: &str, c: &PlannedCollection) -> Resul
     })?;
     let mut cmd = doc! {"create": name};
     for (k, v) in options {
-        cmd.insert(k, v);
+        // A snapshot read in the middle of an `$out` holds its temporary collection; mongod
+        // takes `temp` from no client. Replay drops it if the restore point still has it.
+        if k != "temp" {
+            cmd.insert(k, v);
+        }
     }
     target
         .database(db)

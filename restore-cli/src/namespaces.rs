@@ -124,8 +124,15 @@ impl NamespaceMap {
         if SYSTEM_DATABASES.contains(&db) || ns.contains(".system.") && !is_buckets(ns) {
             return false;
         }
-        let included = self.include.is_empty() || self.include.iter().any(|p| glob(p, ns));
-        included && !self.exclude.iter().any(|p| glob(p, ns))
+        // A time-series collection's buckets go with the collection; a temporary collection
+        // (`$out`, `convertToCapped`, a rename across databases) with its database, since the
+        // rename that ends it may land on any collection of the database.
+        let named = |p: &String| glob(p, ns) || is_buckets(ns) && glob(p, &buckets_of(ns));
+        let included = self.include.is_empty()
+            || self.include.iter().any(|p| {
+                named(p) || is_temporary(ns) && glob(p.split('.').next().unwrap_or_default(), db)
+            });
+        included && !self.exclude.iter().any(named)
     }
 
     /// Whether any namespace of database `db` can be in scope (for whole-database commands).
@@ -207,6 +214,19 @@ pub fn is_buckets(ns: &str) -> bool {
         .is_some_and(|(_, c)| c.starts_with("system.buckets."))
 }
 
+/// Whether `ns` names a collection the server creates for a moment and renames over its
+/// target: `$out` (`tmp.agg_out.*`), map-reduce (`tmp.mr.*`), `convertToCapped`
+/// (`tmp*.convertToCapped.*`), `renameCollection` across databases (`tmp*.renameCollection`).
+pub fn is_temporary(ns: &str) -> bool {
+    let Some((_, coll)) = ns.split_once('.') else {
+        return false;
+    };
+    coll.starts_with("tmp.agg_out.")
+        || coll.starts_with("tmp.mr.")
+        || coll.starts_with("tmp")
+            && (coll.contains(".convertToCapped.") || coll.ends_with(".renameCollection"))
+}
+
 /// `db.x` for `db.system.buckets.x`.
 fn buckets_of(ns: &str) -> String {
     ns.replacen("system.buckets.", "", 1)
@@ -248,6 +268,23 @@ mod tests {
         assert!(!all.in_scope("admin.system.users"));
         assert!(!all.in_scope("config.transactions"));
         assert!(all.in_scope("shop.system.buckets.metrics"));
+        let one = map(&["shop.metrics"], &[]);
+        assert!(
+            one.in_scope("shop.system.buckets.metrics"),
+            "buckets follow their collection"
+        );
+        assert!(!one.in_scope("shop.system.buckets.other"));
+        assert!(
+            one.in_scope("shop.tmp.agg_out.1f2e"),
+            "$out's temporary collection"
+        );
+        assert!(one.in_scope("shop.tmpAb12c.convertToCapped.metrics"));
+        assert!(one.in_scope("shop.tmpXy9.renameCollection"));
+        assert!(!one.in_scope("other.tmp.agg_out.1f2e"));
+        assert!(
+            !one.in_scope("shop.tmp_reports"),
+            "only the server's temporary names"
+        );
         assert!(!all.in_scope("shop.system.views"));
         let some = map(&["shop.*", "*.users"], &["shop.tmp_*"]);
         assert!(some.in_scope("shop.orders"));

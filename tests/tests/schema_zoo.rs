@@ -1916,6 +1916,19 @@ async fn schema_zoo_restores_every_shape_at_every_point() {
             }
         }
     }
+    // One collection alone, named as an operator would (`--ns db.coll`): a temporary
+    // collection renamed over it ($out, convertToCapped) and a time-series collection's buckets
+    // come with it without being named.
+    for coll in [
+        "capped_converted",
+        "agg_out_existing",
+        "agg_out_new",
+        "ts_window",
+    ] {
+        let ns = vec![format!("{}.{coll}", zoo.main)];
+        let keep = |db: &str, c: &str| db == zoo.main && c == coll;
+        restore_and_compare(&t, &c, &target, &ns, &keep, coll, &mut failures).await;
+    }
     assert!(
         failures.is_empty(),
         "{} differences:\n{}",

@@ -62,6 +62,11 @@ impl TargetCatalog {
         self.indexes.insert(ns.to_owned(), specs);
     }
 
+    /// Records a temporary collection the snapshot loaded (read in the middle of an `$out`).
+    pub fn loaded_temporary(&mut self, ns: &str) {
+        self.temp.insert(ns.to_owned());
+    }
+
     /// Whether writes to `ns` must keep their source order across documents.
     pub fn is_capped(&self, ns: &str) -> bool {
         self.capped.contains(ns)
