@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod drill;
+pub mod kafka_args;
 pub mod kafka_offsets;
 pub mod kafka_security;
 pub mod list;

@@ -23,7 +23,7 @@ use mc_restore::restore::{
 };
 use mc_restore::target;
 
-use super::kafka_offsets;
+use super::kafka_args as kafka_offsets;
 
 /// Throughputs the dry-run estimate assumes (measured, docs/performance.md).
 const ESTIMATE_LOAD_DOCS_PER_S: f64 = 40_000.0;
