@@ -102,22 +102,12 @@ pub fn encode_namespace(ns: &str) -> String {
     out
 }
 
-/// Inverse of [`encode_namespace`].
+/// Inverse of [`encode_namespace`]: `Some(ns)` exactly when `encode_namespace(ns)` is `s`, so a
+/// malformed (`%4`, `%zz`) or non-canonical (`%61` for `a`) escape, or bytes that are not UTF-8,
+/// give `None`. The decoding itself is the `percent-encoding` crate's.
 pub fn decode_namespace(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    let ns = percent_encoding::percent_decode_str(s).decode_utf8().ok()?;
+    (encode_namespace(&ns) == s).then(|| ns.into_owned())
 }
 
 /// A new snapshot id: `<UTC start as YYYYMMDDTHHMMSSZ>-<6 random hex>`.
@@ -176,6 +166,11 @@ mod tests {
             assert!(!enc.contains('/') && !enc.contains(' '), "{enc}");
             assert!(crate::storage::check_key(&format!("x/{enc}/y")).is_ok());
             assert_eq!(decode_namespace(&enc).as_deref(), Some(ns));
+        }
+        for bad in [
+            "%", "%4", "a%2", "%zz", "%+1", "%61", "%c3%BC", "%FF", "a b",
+        ] {
+            assert_eq!(decode_namespace(bad), None, "{bad}");
         }
     }
 
