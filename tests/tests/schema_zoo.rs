@@ -1929,6 +1929,36 @@ async fn schema_zoo_restores_every_shape_at_every_point() {
         let keep = |db: &str, c: &str| db == zoo.main && c == coll;
         restore_and_compare(&t, &c, &target, &ns, &keep, coll, &mut failures).await;
     }
+    // A recovery drill of the whole zoo, verified against the source at the restored time.
+    let policy = mc_tests::agent::write_test_policy(
+        dir.path(),
+        "zoo",
+        &source_id,
+        "MC_TEST_MONGODB_URI",
+        "",
+    );
+    let mut args = vec![
+        "drill".to_owned(),
+        "--policy".into(),
+        policy.to_str().unwrap().to_owned(),
+        "--scratch".into(),
+        target.uri(),
+        "--json".into(),
+    ];
+    for ns in &all_ns {
+        args.extend(["--ns".to_owned(), ns.clone()]);
+    }
+    let out = std::process::Command::new(workspace_bin("mc-restore"))
+        .args(&args)
+        .env("MC_TEST_MONGODB_URI", mongodb_uri())
+        .output()
+        .expect("mc-restore runs");
+    if out.status.code() != Some(0) {
+        failures.push(format!(
+            "the drill of the whole zoo did not pass: {}",
+            mc_tests::restore::show(&out)
+        ));
+    }
     assert!(
         failures.is_empty(),
         "{} differences:\n{}",
