@@ -283,8 +283,7 @@ async fn load_collection(
 
 /// The snapshot's secondary index definitions of one collection (built after replay).
 fn index_specs(snapshot: &str, c: &PlannedCollection) -> Result<Vec<Document>, LoadError> {
-    if c.entry.kind != "collection" {
-        // Time-series indexes are on the buckets and come with the collection; views have none.
+    if c.entry.kind == "view" {
         return Ok(Vec::new());
     }
     let mut specs = Vec::new();

@@ -430,6 +430,14 @@ async fn before_snapshot(client: &Client, zoo: &Zoo) {
             .collect(),
     )
     .await;
+    // A secondary index of a time-series collection (the snapshot lists it on the collection,
+    // the server keeps it on the buckets).
+    create_index(
+        &db,
+        "ts_pre",
+        vec![doc! {"key": {"m": 1, "t": -1}, "name": "m_t"}],
+    )
+    .await;
     run(
         &db,
         doc! {"create": "clustered_pre", "clusteredIndex": {"key": {"_id": 1}, "unique": true}},
@@ -1105,6 +1113,7 @@ async fn window_b(client: &Client, zoo: &Zoo) {
             doc! {"create": coll, "timeseries": {"timeField": "t", "metaField": "m"}},
         )
         .await;
+        create_index(&db, coll, vec![doc! {"key": {"m": 1}, "name": "m_1"}]).await;
         insert(
             &db,
             coll,

@@ -86,13 +86,16 @@ impl TargetCatalog {
         match name.as_str() {
             "createIndexes" => {
                 let ns = ns_of(&coll);
-                let specs = self.indexes.entry(ns).or_default();
                 for spec in cmd.command.get_array("indexes").into_iter().flatten() {
                     if let Bson::Document(spec) = spec {
                         let spec = clean_spec(spec.clone());
-                        let name = spec.get_str("name").unwrap_or_default().to_owned();
-                        specs.retain(|s| s.get_str("name").ok() != Some(name.as_str()));
-                        specs.push(spec);
+                        let name = Bson::String(spec.get_str("name").unwrap_or_default().into());
+                        for twin in twins(&ns) {
+                            if let Some(specs) = self.indexes.get_mut(&twin) {
+                                specs.retain(|s| !matches_index(s, &name));
+                            }
+                        }
+                        self.indexes.entry(ns.clone()).or_default().push(spec);
                     }
                 }
                 None
@@ -100,20 +103,24 @@ impl TargetCatalog {
             "dropIndexes" | "deleteIndexes" => {
                 let ns = ns_of(&coll);
                 let which = cmd.command.get("index").cloned().unwrap_or(Bson::Null);
-                if let Some(specs) = self.indexes.get_mut(&ns) {
-                    specs.retain(|s| !matches_index(s, &which));
+                for twin in twins(&ns) {
+                    if let Some(specs) = self.indexes.get_mut(&twin) {
+                        specs.retain(|s| !matches_index(s, &which));
+                    }
                 }
                 None
             }
             "collMod" => {
                 let ns = ns_of(&coll);
                 if let Some(Bson::Document(change)) = cmd.command.remove("index") {
-                    if let Some(spec) = self
-                        .indexes
-                        .get_mut(&ns)
-                        .and_then(|specs| specs.iter_mut().find(|s| index_named_by(s, &change)))
-                    {
-                        modify_index(spec, &change);
+                    for twin in twins(&ns) {
+                        if let Some(spec) = self
+                            .indexes
+                            .get_mut(&twin)
+                            .and_then(|specs| specs.iter_mut().find(|s| index_named_by(s, &change)))
+                        {
+                            modify_index(spec, &change);
+                        }
                     }
                 }
                 // `collMod` of capped sizes keeps the collection capped; nothing else changes
@@ -164,7 +171,9 @@ impl TargetCatalog {
     }
 
     fn forget(&mut self, ns: &str) {
-        self.indexes.remove(ns);
+        for twin in twins(ns) {
+            self.indexes.remove(&twin);
+        }
         self.capped.remove(ns);
         self.temp.remove(ns);
     }
@@ -224,6 +233,20 @@ impl TargetCatalog {
         }
         Ok(built)
     }
+}
+
+/// `ns` and, for a time-series collection, the other name of its indexes: the snapshot records
+/// them on the collection (`db.x`, as `listIndexes` shows them), the oplog on its buckets
+/// (`db.system.buckets.x`, in the buckets' own terms). A change to one by name reaches both.
+fn twins(ns: &str) -> Vec<String> {
+    let other = match ns.split_once('.') {
+        Some((db, coll)) => match coll.strip_prefix("system.buckets.") {
+            Some(view) => format!("{db}.{view}"),
+            None => format!("{db}.system.buckets.{coll}"),
+        },
+        None => return vec![ns.to_owned()],
+    };
+    vec![ns.to_owned(), other]
 }
 
 /// An index spec as `createIndexes` takes it: without the namespace older servers recorded.
@@ -375,6 +398,32 @@ mod tests {
         ));
         c.intercept(cmd("d", doc! {"dropDatabase": 1}));
         assert_eq!(c.pending_indexes().count(), 0);
+    }
+
+    #[test]
+    fn a_time_series_index_is_one_index_under_two_names() {
+        let mut c = TargetCatalog::default();
+        c.loaded(
+            "d.ts",
+            &doc! {},
+            vec![doc! {"v": 2, "key": {"m.a": 1, "t": 1}, "name": "ma_t"}],
+        );
+        c.intercept(cmd(
+            "d",
+            doc! {"dropIndexes": "system.buckets.ts", "index": "ma_t"},
+        ));
+        assert!(names(&c, "d.ts").is_empty(), "dropped through its buckets");
+        c.intercept(cmd(
+            "d",
+            doc! {"createIndexes": "system.buckets.ts", "indexes": [{"v": 2, "key": {"meta.a": 1}, "name": "m"}]},
+        ));
+        assert_eq!(names(&c, "d.system.buckets.ts"), ["m"]);
+        c.intercept(cmd("d", doc! {"drop": "ts"}));
+        assert_eq!(
+            c.pending_indexes().count(),
+            0,
+            "the collection's drop takes both"
+        );
     }
 
     #[test]
