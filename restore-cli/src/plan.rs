@@ -108,8 +108,8 @@ impl RestorePlan {
             if let Some(captured) = timeline.newest().filter(|c| *c > newest) {
                 // `latest` must not quietly mean "before a gap": the writes after it would be lost.
                 return Err(outside(format!(
-                    "the newest restorable point {} is older than the newest captured oplog {} (a gap, or a run without a snapshot, lies between). Restoring to {} loses the writes after it: pass --at ts:{}:{} to accept that",
-                    format_ts(newest), format_ts(captured), format_ts(newest), newest.t, newest.i
+                    "the newest restorable point {} is older than the newest captured oplog {} (a gap, or a run without a snapshot, lies between). Restoring to {} loses the writes after it: pass --at {} to accept that",
+                    format_ts(newest), format_ts(captured), format_ts(newest), newest.arg()
                 )));
             }
         }

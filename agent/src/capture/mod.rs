@@ -407,7 +407,7 @@ impl StopReport {
                 |d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             );
         let through = match self.durable {
-            Some(d) => format!("durable through ts:{}:{} ({wall})", d.t, d.i),
+            Some(d) => format!("durable through {} ({wall})", d.arg()),
             None => "nothing durable yet for this source".to_owned(),
         };
         let behind = match self.durable {

@@ -17,7 +17,8 @@ use mc_core::kafka::{
     KafkaSecurity, PemFile, SaslCredentials, SaslMechanism, SecurityError, SecurityProtocol,
     SecurityRule,
 };
-use mc_core::policy::{PolicyError, Secret, SecretRef};
+use mc_core::policy::{PolicyError, SecretRef};
+use mc_core::secret::Secret;
 
 const SASL_FLAGS: &str = "--kafka-sasl-mechanism, --kafka-sasl-username and --kafka-sasl-password-env VAR (or --kafka-sasl-password-file PATH)";
 

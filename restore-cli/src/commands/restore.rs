@@ -23,7 +23,7 @@ use mc_restore::restore::{
 };
 use mc_restore::target;
 
-use super::kafka_args as kafka_offsets;
+use super::kafka_args;
 
 /// Throughputs the dry-run estimate assumes (measured, docs/performance.md).
 const ESTIMATE_LOAD_DOCS_PER_S: f64 = 40_000.0;
@@ -103,7 +103,7 @@ pub struct RestoreArgs {
     /// Wait (default up to 5m) for the groups' members to leave instead of refusing active
     /// groups.
     #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "5m",
-        value_parser = kafka_offsets::parse_wait, requires = "kafka_groups")]
+        value_parser = kafka_args::parse_wait, requires = "kafka_groups")]
     pub kafka_wait_inactive: Option<Duration>,
 
     /// Commit the offsets recorded for Kafka topic SOURCE to topic TARGET; repeatable.
@@ -136,13 +136,13 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         }
         None
     } else {
-        let cluster = kafka_offsets::resolve_cluster(
+        let cluster = kafka_args::resolve_cluster(
             args.kafka_bootstrap.as_deref(),
             &args.source,
             "--kafka-bootstrap",
             &args.kafka_security,
         )?;
-        Some(kafka_offsets::reset_options(
+        Some(kafka_args::reset_options(
             cluster,
             &args.kafka_groups,
             &args.topic_map,
@@ -184,7 +184,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
             );
             if let Some(report) = &kafka_report {
                 println!();
-                kafka_offsets::print_plan(&source, &report.plan);
+                kafka_args::print_plan(&source, &report.plan);
                 println!("dry run: nothing restored, no Kafka offset committed");
             }
         }
@@ -252,7 +252,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
     })?;
     let kafka = match (&kafka_options, summary.kafka.clone()) {
         (Some(options), Some(result)) => Some(result.map_err(|mut failure| {
-            failure.retry = kafka_offsets::command_line(
+            failure.retry = kafka_args::command_line(
                 &kafka_point.to_string(),
                 &failure.not_reset,
                 options,
@@ -331,7 +331,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
                     g.partitions.len(),
                     g.captured_at,
                     g.cluster_time
-                        .map(|t| format!(" (cluster time ts:{}:{})", t.t, t.i))
+                        .map(|t| format!(" (cluster time {})", t.arg()))
                         .unwrap_or_default(),
                     if rewound < 0 {
                         format!(", {} message(s) to re-read", -rewound)

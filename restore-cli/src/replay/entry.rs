@@ -586,7 +586,7 @@ fn session_key(raw: &RawDocument) -> Option<Vec<u8>> {
 }
 
 fn fmt_ts(ts: Timestamp) -> String {
-    format!("ts:{}:{}", ts.time, ts.increment)
+    OplogTs::from(ts).arg().to_string()
 }
 
 /// An `applyOps` command document for `ops`, validation bypassed.
