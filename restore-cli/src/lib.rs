@@ -29,5 +29,4 @@ pub mod replay;
 pub mod restore;
 pub mod target;
 pub mod users;
-mod verify_capped;
 pub mod verify_data;

@@ -28,8 +28,9 @@
 //! oplog after T), `documents` (hashing and comparing documents), `definitions` (indexes, and
 //! the definitions of views and time-series collections), `report` (what a run finds) and
 //! `error`; this module runs them namespace by namespace. Capped collections, which MongoDB
-//! will not read at a past cluster time, are rebuilt from the oplog by `crate::verify_capped`.
+//! will not read at a past cluster time, are rebuilt from the oplog by [`capped`].
 
+mod capped;
 mod changes;
 mod definitions;
 mod documents;
@@ -233,7 +234,7 @@ impl Run<'_> {
         tns: &str,
         result: &mut NamespaceResult,
     ) -> Result<(), VerifyDataError> {
-        let c = crate::verify_capped::compare(self.source, self.target, sns, tns, self.at)
+        let c = capped::compare(self.source, self.target, sns, tns, self.at)
             .await
             .map_err(|e| VerifyDataError::Command {
                 side: e.side,
