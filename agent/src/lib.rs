@@ -7,6 +7,8 @@
 //!   (seal and store in order).
 //! - [`kafka`]: Kafka consumer-group offsets: observation → checkpoint/changes → sink.
 //! - [`metrics`]: counters and gauges, Prometheus text and `/status` JSON.
+//! - [`settings`]: the policy turned into all of the above's settings, once
+//!   ([`settings::AgentSettings::from_policy`]), for `mc-agent run` and the tests alike.
 
 pub mod capture;
 pub mod drills;
@@ -15,5 +17,6 @@ pub mod kafka;
 pub mod lease;
 pub mod metrics;
 pub mod retention;
+pub mod settings;
 pub mod snapshot;
 pub mod supervisor;

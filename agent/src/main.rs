@@ -75,18 +75,6 @@ enum Command {
     Version,
 }
 
-/// The policy's retention rules in the library's terms.
-fn keep_rules(policy: &mc_core::policy::Policy) -> mc_core::catalog::retention::KeepRules {
-    let r = &policy.retention;
-    mc_core::catalog::retention::KeepRules {
-        daily: r.keep_daily,
-        weekly: r.keep_weekly,
-        monthly: r.keep_monthly,
-        pitr_window: r.pitr_window,
-        incomplete_grace: r.incomplete_snapshot_grace,
-    }
-}
-
 #[tokio::main]
 async fn main() {
     mc_agent::capture::bound_allocator_retention();

@@ -5,33 +5,20 @@ use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use mc_agent::capture::batcher::CutRules;
-use mc_agent::capture::upload::UploadSettings;
 use mc_agent::capture::CaptureSettings;
 use mc_agent::metrics::Metrics;
-use mc_core::format::{OplogTs, WriterInfo};
+use mc_core::format::OplogTs;
 
-/// Capture settings for tests: 64 KiB segments sealed at least every 200 ms, the majority polled
-/// every 50 ms, spool files under `spool`.
+/// Capture settings for tests: what `mc-agent run` builds from a policy with the default
+/// `capture:` section ([`CaptureSettings::new`]), written by `test` and spooling under `spool`,
+/// then sized for tests: 64 KiB segments sealed at least every 200 ms, the majority polled every
+/// 50 ms.
 pub fn capture_settings(source: &str, spool: &Path) -> CaptureSettings {
-    CaptureSettings {
-        rules: CutRules {
-            max_bytes: 64 * 1024,
-            seal_interval: Duration::from_millis(200),
-        },
-        upload: UploadSettings {
-            source: source.into(),
-            writer: WriterInfo {
-                id: "test".into(),
-                fence: 0,
-            },
-            zstd_level: 3,
-            concurrency: 3,
-            spool_over: 8 << 20,
-            spool_dir: spool.to_owned(),
-        },
-        tick: Duration::from_millis(50),
-    }
+    let mut settings = CaptureSettings::new(&Default::default(), source, "test", spool.to_owned());
+    settings.rules.max_bytes = 64 * 1024;
+    settings.rules.seal_interval = Duration::from_millis(200);
+    settings.tick = Duration::from_millis(50);
+    settings
 }
 
 /// An oplog timestamp packed as the metrics store it.

@@ -11,7 +11,7 @@ use mc_agent::capture::oplog::OplogSource;
 use mc_agent::kafka::KafkaCaptureSettings;
 use mc_agent::metrics::Metrics;
 use mc_core::catalog::Repository;
-use mc_core::format::WriterInfo;
+use mc_core::policy::KafkaCluster;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -250,26 +250,30 @@ pub async fn wait_members(what: &str, group: &str, n: usize) {
 
 pub use crate::restore::temp_repository;
 
-/// Kafka capture settings for tests: a cycle every 200 ms, 1 s segments, 3 s request timeout.
+/// Kafka capture settings for tests: what `mc-agent run` builds from a policy's `kafka:` section
+/// ([`KafkaCaptureSettings::new`]) for a plaintext cluster at `bootstrap` capturing `groups`
+/// every 200 ms, written by `test`, then sized for tests: 1 s segments, 3 s request timeout.
 pub fn capture_settings(
     bootstrap: &str,
     groups: Vec<String>,
     source: &str,
 ) -> KafkaCaptureSettings {
-    KafkaCaptureSettings {
+    let cluster = KafkaCluster {
         bootstrap: bootstrap.to_owned(),
         groups,
-        interval: Duration::from_millis(200),
-        segment_span: Duration::from_secs(1),
-        request_timeout: Duration::from_secs(3),
         security: Default::default(),
-        source: source.to_owned(),
-        writer: WriterInfo {
-            id: "test".into(),
-            fence: 0,
-        },
-        zstd_level: 3,
-    }
+    };
+    let mut settings = KafkaCaptureSettings::new(
+        cluster,
+        Duration::from_millis(200),
+        Duration::from_secs(15 * 60),
+        mc_core::policy::CaptureSettings::default().zstd_level,
+        source,
+        "test",
+    );
+    settings.segment_span = Duration::from_secs(1);
+    settings.request_timeout = Duration::from_secs(3);
+    settings
 }
 
 /// The agent's Kafka capture running in-process until [`KafkaCapture::stop`].

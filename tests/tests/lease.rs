@@ -6,16 +6,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mc_agent::capture::batcher::CutRules;
 use mc_agent::capture::oplog::OplogSource;
-use mc_agent::capture::upload::UploadSettings;
 use mc_agent::capture::CaptureSettings;
 use mc_agent::lease::LeaseStore;
 use mc_agent::metrics::Metrics;
 use mc_agent::supervisor;
 use mc_core::catalog::{Catalog, Repository, Timeline};
 use mc_core::crypto::{Keyring, SecretKey};
-use mc_core::format::{StreamKind, WriterInfo};
+use mc_core::format::StreamKind;
 use mc_core::storage::local::LocalDir;
 use mc_tests::*;
 use mongodb::bson::doc;
@@ -30,24 +28,12 @@ struct Agent {
 }
 
 async fn start(repo: &Repository, source_id: &str, holder: &str, spool: &std::path::Path) -> Agent {
-    let settings = CaptureSettings {
-        rules: CutRules {
-            max_bytes: 32 * 1024,
-            seal_interval: Duration::from_millis(200),
-        },
-        upload: UploadSettings {
-            source: source_id.into(),
-            writer: WriterInfo {
-                id: holder.into(),
-                fence: 0,
-            },
-            zstd_level: 1,
-            concurrency: 2,
-            spool_over: 8 << 20,
-            spool_dir: spool.to_owned(),
-        },
-        tick: Duration::from_millis(50),
-    };
+    // What `mc-agent run` builds from a policy with the defaults, sized for the test.
+    let mut settings =
+        CaptureSettings::new(&Default::default(), source_id, holder, spool.to_owned());
+    settings.rules.max_bytes = 32 * 1024;
+    settings.rules.seal_interval = Duration::from_millis(200);
+    settings.tick = Duration::from_millis(50);
     let lease = LeaseStore::connect(&redis_url(), "mc-test", source_id, TTL)
         .await
         .unwrap();

@@ -22,7 +22,7 @@ pub async fn run(
     let repo = Repository::open(&url, policy.keyring()?, false)
         .await
         .with_context(|| format!("opening repository {url}"))?;
-    let mut rules = crate::keep_rules(&policy);
+    let mut rules = policy.keep_rules();
     if let Some(grace) = incomplete_grace {
         rules.incomplete_grace = grace;
     }

@@ -10,17 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use mc_agent::capture::batcher::CutRules;
 use mc_agent::capture::oplog::OplogSource;
-use mc_agent::capture::upload::UploadSettings;
-use mc_agent::capture::{CaptureSettings, StopReport};
-use mc_agent::kafka::KafkaCaptureSettings;
+use mc_agent::capture::StopReport;
 use mc_agent::lease::LeaseStore;
 use mc_agent::metrics::Metrics;
-use mc_agent::snapshot::{SnapshotPlan, SnapshotSettings};
+use mc_agent::settings::AgentSettings;
 use mc_agent::{http, supervisor};
 use mc_core::catalog::Repository;
-use mc_core::format::WriterInfo;
 use mc_core::policy::Policy;
 use mc_core::storage::health::Backlog;
 use mc_core::storage::StoreOptions;
@@ -126,91 +122,12 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
         ),
         _ => None,
     };
-    let settings = CaptureSettings {
-        rules: CutRules {
-            max_bytes: policy.capture.max_segment_bytes,
-            seal_interval: policy.capture.seal_interval,
-        },
-        upload: UploadSettings {
-            source: source_id.clone(),
-            writer: WriterInfo {
-                id: holder.clone(),
-                fence: 0,
-            },
-            zstd_level: policy.capture.zstd_level,
-            concurrency: 4,
-            spool_over: 4 << 20,
-            spool_dir: policy.spool_dir(),
-        },
-        tick: Duration::from_millis(100),
-    };
-
-    let snapshot_plan = SnapshotPlan {
-        settings: SnapshotSettings {
-            source: source_id.clone(),
-            parallelism: policy.snapshots.parallelism as usize,
-            max_segment_bytes: policy.capture.max_segment_bytes,
-            zstd_level: policy.capture.zstd_level,
-            writer: WriterInfo {
-                id: holder.clone(),
-                fence: 0,
-            },
-            reason: "schedule".into(),
-            databases: None,
-            users_and_roles: policy.snapshots.include_users_and_roles,
-        },
-        schedule: Some(policy.snapshots.schedule.clone()),
-        retention: Some(crate::keep_rules(&policy)),
-    };
-    // The policy's Kafka cluster as a drill plans its reset; capture takes the same cluster and
-    // security settings from it, so the password is resolved once.
-    let drill_kafka = mc_restore::kafka::KafkaResetOptions::drill_plan_of(&policy)?;
-    let kafka = match (&policy.kafka, &drill_kafka) {
-        (Some(k), Some(plan)) => Some(KafkaCaptureSettings {
-            bootstrap: plan.bootstrap.clone(),
-            groups: k.groups.clone(),
-            interval: k.interval,
-            segment_span: KafkaCaptureSettings::default_span(k.interval, policy.objectives.rpo),
-            request_timeout: Duration::from_secs(10),
-            security: plan.security.clone(),
-            source: source_id.clone(),
-            writer: WriterInfo {
-                id: holder.clone(),
-                fence: 0,
-            },
-            zstd_level: policy.capture.zstd_level,
-        }),
-        _ => None,
-    };
-    let drills = match (&policy.drills, policy.drill_scratch_uri()?) {
-        (Some(d), Some(scratch)) => Some(mc_agent::drills::DrillPlan {
-            schedule: d.schedule.clone(),
-            options: mc_restore::drill::DrillOptions {
-                system: policy.name.clone(),
-                source_id: source_id.clone(),
-                point: mc_restore::point::RestorePoint::Latest,
-                scratch_uri: scratch.expose().to_owned(),
-                source_uri: Some(policy.mongodb_uri()?.expose().to_owned()),
-                map: if d.restore_users_and_roles {
-                    mc_restore::namespaces::NamespaceMap::default().with_users_and_roles()?
-                } else {
-                    mc_restore::namespaces::NamespaceMap::default()
-                },
-                keep: d.keep,
-                scratch_is_source_cluster: false,
-                rto_seconds: policy.objectives.rto.as_secs_f64(),
-                rpo_seconds: policy.objectives.rpo.as_secs_f64(),
-                restore: mc_restore::restore::RestoreOptions::default(),
-                expect_sha256: Vec::new(),
-                kafka: drill_kafka,
-                command: format!(
-                    "mc-restore drill --policy {} --scratch <drills.scratch_uri>",
-                    policy.file().display()
-                ),
-            },
-        }),
-        _ => None,
-    };
+    let AgentSettings {
+        capture,
+        snapshots,
+        kafka,
+        drills,
+    } = AgentSettings::from_policy(&policy, &holder)?;
     let drills_scheduled = drills.is_some();
     tracing::info!(
         policy = %policy.file().display(),
@@ -227,8 +144,8 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
     let parts = supervisor::AgentParts {
         repo,
         source,
-        capture: settings,
-        snapshots: Some(snapshot_plan),
+        capture,
+        snapshots: Some(snapshots),
         drills,
         kafka,
         lease,

@@ -7,7 +7,6 @@ use anyhow::Context;
 use mc_agent::capture::oplog::OplogSource;
 use mc_agent::snapshot::{take, SnapshotSettings};
 use mc_core::catalog::Repository;
-use mc_core::format::WriterInfo;
 use mc_core::policy::Policy;
 
 pub async fn run(policy_path: &Path) -> anyhow::Result<()> {
@@ -17,19 +16,11 @@ pub async fn run(policy_path: &Path) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening repository {url}"))?;
     let source = OplogSource::connect(policy.mongodb_uri()?.expose()).await?;
-    let settings = SnapshotSettings {
-        source: policy.source.id.clone(),
-        parallelism: policy.snapshots.parallelism as usize,
-        max_segment_bytes: policy.capture.max_segment_bytes,
-        zstd_level: policy.capture.zstd_level,
-        writer: WriterInfo {
-            id: mc_agent::supervisor::default_holder_id(),
-            fence: 0,
-        },
-        reason: "on-demand".into(),
-        databases: None,
-        users_and_roles: policy.snapshots.include_users_and_roles,
-    };
+    let settings = SnapshotSettings::from_policy(
+        &policy,
+        &mc_agent::supervisor::default_holder_id(),
+        "on-demand",
+    );
     let t0 = std::time::Instant::now();
     let manifest = take(&repo, &source, &settings)
         .await

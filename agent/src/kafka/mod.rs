@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use mc_core::catalog::Repository;
 use mc_core::format::WriterInfo;
+use mc_core::storage::retry::Backoff;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -84,8 +85,11 @@ pub async fn run(
         rx,
         metrics.clone(),
     ));
-    let first_backoff = settings.interval.min(Duration::from_secs(1));
-    let mut backoff = first_backoff;
+    // The workspace's backoff: from the interval (at most 1 s), doubling up to half of
+    // max(30 s, interval); its jitter adds up to the wait again, so no wait is longer than
+    // max(30 s, interval), and a broker back up is read again within that.
+    let longest = Duration::from_secs(30).max(settings.interval);
+    let mut backoff = Backoff::new(settings.interval.min(Duration::from_secs(1)), longest / 2);
     let mut next = Instant::now();
     tracing::info!(bootstrap = %settings.bootstrap, groups = ?settings.groups, interval = ?settings.interval, "capturing Kafka consumer-group offsets");
     loop {
@@ -103,7 +107,7 @@ pub async fn run(
         };
         match observed {
             Ok(obs) => {
-                backoff = first_backoff;
+                backoff.reset();
                 metrics.kafka.record_cycle(&obs, started.elapsed());
                 if let Some(batch) = checkpointer.push(obs) {
                     if tx.send(batch).await.is_err() {
@@ -114,15 +118,15 @@ pub async fn run(
             }
             Err(e) => {
                 metrics.kafka.capture_errors.fetch_add(1, Relaxed);
-                tracing::warn!(error = %e, retry_in = ?backoff, "Kafka offset capture failed; MongoDB capture is unaffected");
+                let wait = backoff.next_wait();
+                tracing::warn!(error = %e, retry_in = ?wait, "Kafka offset capture failed; MongoDB capture is unaffected");
                 // A segment covers an unbroken run of cycles: close it before the gap.
                 if let Some(batch) = checkpointer.take() {
                     if tx.send(batch).await.is_err() {
                         break;
                     }
                 }
-                next = Instant::now() + backoff;
-                backoff = (backoff * 2).min(Duration::from_secs(30).max(settings.interval));
+                next = Instant::now() + wait;
             }
         }
     }

@@ -282,5 +282,46 @@ impl Policy {
     }
 }
 
+/// The Kafka cluster a policy names (`kafka:`), resolved once: the brokers, the consumer-group
+/// patterns and the client's TLS/SASL settings with the password read. The agent's Kafka capture
+/// and a drill's Kafka reset plan both take it from [`Policy::kafka_cluster`].
+#[derive(Debug, Clone)]
+pub struct KafkaCluster {
+    /// `host:port,host:port` (`kafka.bootstrap_servers`, resolved).
+    pub bootstrap: String,
+    /// Consumer-group patterns (`*`, `?`): `kafka.groups`.
+    pub groups: Vec<String>,
+    /// TLS and SASL (`kafka.security`); plaintext when absent.
+    pub security: crate::kafka::KafkaSecurity,
+}
+
+impl Policy {
+    /// The Kafka cluster of `kafka:` with its brokers and security resolved (the password read,
+    /// the TLS files checked); `None` when the policy has no `kafka:` section.
+    pub fn kafka_cluster(&self) -> Result<Option<KafkaCluster>, PolicyError> {
+        let (Some(kafka), Some(servers)) = (&self.kafka, self.kafka_bootstrap_servers()?) else {
+            return Ok(None);
+        };
+        Ok(Some(KafkaCluster {
+            bootstrap: servers.join(","),
+            groups: kafka.groups.clone(),
+            security: self.kafka_security()?,
+        }))
+    }
+
+    /// The retention rules of `retention:` in the catalog's terms (what `mc-agent prune` and the
+    /// agent's pruning after each snapshot apply).
+    pub fn keep_rules(&self) -> crate::catalog::retention::KeepRules {
+        let r = &self.retention;
+        crate::catalog::retention::KeepRules {
+            daily: r.keep_daily,
+            weekly: r.keep_weekly,
+            monthly: r.keep_monthly,
+            pitr_window: r.pitr_window,
+            incomplete_grace: r.incomplete_snapshot_grace,
+        }
+    }
+}
+
 const MONGODB_SCHEMES: &[&str] = &["mongodb://", "mongodb+srv://"];
 const REDIS_SCHEMES: &[&str] = &["redis://", "rediss://", "redis+unix://", "unix://"];

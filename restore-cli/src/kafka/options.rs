@@ -72,13 +72,15 @@ impl KafkaResetOptions {
     pub fn drill_plan_of(
         policy: &mc_core::policy::Policy,
     ) -> Result<Option<Self>, mc_core::policy::PolicyError> {
-        let (Some(kafka), Some(servers)) = (&policy.kafka, policy.kafka_bootstrap_servers()?)
-        else {
-            return Ok(None);
-        };
-        let mut options = Self::new(servers.join(","), kafka.groups.clone(), true);
-        options.security = policy.kafka_security()?;
-        Ok(Some(options))
+        Ok(policy.kafka_cluster()?.map(Self::drill_plan))
+    }
+
+    /// The plan-only reset a drill makes of `cluster` (the policy's, from
+    /// [`mc_core::policy::Policy::kafka_cluster`]): its brokers, groups and security.
+    pub fn drill_plan(cluster: mc_core::policy::KafkaCluster) -> Self {
+        let mut options = Self::new(cluster.bootstrap, cluster.groups, true);
+        options.security = cluster.security;
+        options
     }
 }
 

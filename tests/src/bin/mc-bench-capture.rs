@@ -49,15 +49,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 use futures::TryStreamExt;
-use mc_agent::capture::batcher::CutRules;
 use mc_agent::capture::oplog::OplogSource;
-use mc_agent::capture::upload::UploadSettings;
 use mc_agent::capture::{self, CaptureSettings};
 use mc_agent::metrics::Metrics;
 use mc_core::catalog::{Catalog, Repository};
 use mc_core::crypto::keys::create_keyring_file;
 use mc_core::crypto::{Keyring, KeyringSource, SecretKey};
-use mc_core::format::{OplogTs, StreamKind, WriterInfo};
+use mc_core::format::{OplogTs, StreamKind};
 use mc_core::storage::local::LocalDir;
 use mc_tests::bench::{
     cpu_seconds, loadavg, machine_description, percentile, proc_status_kib, signal,
@@ -260,26 +258,15 @@ async fn main() -> anyhow::Result<()> {
 
 // --- phase 1: the pipeline in-process ------------------------------------------------------------
 
-/// The settings `mc-agent run` derives from a production-like policy (see `commands/run.rs`).
+/// The settings `mc-agent run` derives from a production-like policy (`capture:` with
+/// `segment_mib` segments sealed every second, zstd level 3), the same constructor it calls.
 fn production_settings(source: &str, spool: &Path, segment_mib: u64) -> CaptureSettings {
-    CaptureSettings {
-        rules: CutRules {
-            max_bytes: segment_mib << 20,
-            seal_interval: Duration::from_secs(1),
-        },
-        upload: UploadSettings {
-            source: source.into(),
-            writer: WriterInfo {
-                id: "mc-bench-capture".into(),
-                fence: 0,
-            },
-            zstd_level: 3,
-            concurrency: 4,
-            spool_over: 4 << 20,
-            spool_dir: spool.to_owned(),
-        },
-        tick: Duration::from_millis(100),
-    }
+    let capture = mc_core::policy::CaptureSettings {
+        seal_interval: Duration::from_secs(1),
+        max_segment_bytes: segment_mib << 20,
+        zstd_level: 3,
+    };
+    CaptureSettings::new(&capture, source, "mc-bench-capture", spool.to_owned())
 }
 
 async fn inproc_phase(
