@@ -72,7 +72,15 @@ pub async fn take(
     tracing::info!(snapshot = %id, %start, reason = %s.reason, "snapshot started");
 
     let mut planned = Vec::new();
-    for db in client.list_database_names().await.map_err(src)? {
+    // Every database, or an Unauthorized error: without `authorizedDatabases: false` a user
+    // lacking the listDatabases privilege is shown only the databases it may read, and the
+    // snapshot would silently leave the others out.
+    for db in client
+        .list_database_names()
+        .authorized_databases(false)
+        .await
+        .map_err(src)?
+    {
         let wanted = s.databases.as_ref().is_none_or(|only| only.contains(&db));
         if SKIPPED_DATABASES.contains(&db.as_str()) || !wanted {
             continue;
@@ -472,5 +480,5 @@ pub async fn run_schedule(
 }
 
 fn src(e: mongodb::error::Error) -> CaptureError {
-    CaptureError::Source(e.to_string())
+    CaptureError::Source(crate::capture::oplog::describe_source_error(&e))
 }

@@ -31,10 +31,71 @@ pub fn code_of(e: &Error) -> Option<i32> {
     }
 }
 
+/// The built-in roles a restore target's user needs (`mc-restore --at` and a drill's scratch):
+/// `restore` holds the cluster-wide `applyOps` action replay needs and `bypassDocumentValidation`;
+/// `readWriteAnyDatabase` the updates, deletes and reads (docs/operations.md).
+pub const TARGET_ROLES: &str = "the built-in roles `restore` and `readWriteAnyDatabase`";
+
+/// What a source's user needs for the reads of verify-data and drills: the oplog and every
+/// database at T.
+pub const SOURCE_ROLES: &str = "the built-in role `backup`";
+
+/// The database and command an Unauthorized (13) server error names ("not authorized on DB to
+/// execute command { CMD: … }"), `?` for what the message does not say.
+pub fn unauthorized(e: &Error) -> Option<(String, String)> {
+    let ErrorKind::Command(c) = e.kind.as_ref() else {
+        return None;
+    };
+    (c.code == UNAUTHORIZED).then(|| unauthorized_parts(&c.message))
+}
+
+fn unauthorized_parts(message: &str) -> (String, String) {
+    // listDatabases with `authorizedDatabases: false` says it differently.
+    if message.starts_with("Insufficient permissions to list all databases") {
+        return ("admin".to_owned(), "listDatabases".to_owned());
+    }
+    let rest = message.strip_prefix("not authorized on ").unwrap_or("");
+    let (db, command) = rest
+        .split_once(" to execute command { ")
+        .map(|(db, cmd)| (db, cmd.split([':', ' ']).next().unwrap_or("")))
+        .unwrap_or(("", ""));
+    let known = |s: &str| {
+        if s.is_empty() {
+            "?".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    (known(db), known(command))
+}
+
+/// For a missing privilege, the line that names what to grant (`roles`: [`TARGET_ROLES`],
+/// [`SOURCE_ROLES`]) instead of the server's message, which repeats the refused command (an
+/// `applyOps` with the documents it carried).
+pub fn lacks_privilege(e: &Error, roles: &str) -> Option<String> {
+    unauthorized(e).map(|(db, command)| {
+        format!(
+            "server error 13 (Unauthorized): the MongoDB user lacks a privilege for {command} on {db}: grant it {roles} (docs/operations.md, 'MongoDB users and roles')"
+        )
+    })
+}
+
 /// One line for an error: `server error 121 (DocumentValidationFailure): Document failed
 /// validation` for what the server refused (with the count when a batch had several), the
 /// driver's own text for the rest (connection, authentication, I/O).
+///
+/// A missing privilege names the roles to grant: those of a restore target ([`TARGET_ROLES`];
+/// this is how the load and replay describe the target's refusals), or [`SOURCE_ROLES`] for a
+/// read of the oplog (`local`).
 pub fn describe(e: &Error) -> String {
+    if let Some((db, _)) = unauthorized(e) {
+        let roles = if db == "local" {
+            SOURCE_ROLES
+        } else {
+            TARGET_ROLES
+        };
+        return lacks_privilege(e, roles).unwrap_or_default();
+    }
     let server = |code: i32, name: Option<&str>, message: &str| {
         format!(
             "server error {code}{}: {message}",
@@ -89,3 +150,20 @@ impl std::fmt::Display for Described {
 }
 
 impl std::error::Error for Described {}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unauthorized_messages_name_database_and_command() {
+        assert_eq!(
+            super::unauthorized_parts(
+                "not authorized on admin to execute command { applyOps: [ { op: \"i\" } ] }"
+            ),
+            ("admin".to_owned(), "applyOps".to_owned())
+        );
+        assert_eq!(
+            super::unauthorized_parts("not authorized"),
+            ("?".to_owned(), "?".to_owned())
+        );
+    }
+}

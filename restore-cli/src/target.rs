@@ -18,7 +18,7 @@ pub enum TargetError {
     },
     #[error("the target already holds {count} namespace(s) this restore would write: {names}. Restore into an empty target, narrow the scope with --ns, restore under other names with --ns-from/--ns-to, or pass --drop to remove them first")]
     NotEmpty { count: usize, names: String },
-    #[error("{what} on the target failed: {source}")]
+    #[error("{what} on the target failed: {}", crate::errors::describe(.source))]
     Command {
         what: String,
         #[source]

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub mod agent;
+pub mod auth;
 pub mod bench;
 pub mod kafka;
 pub mod mongod;

@@ -314,7 +314,56 @@ pub fn entry_ts(raw: &RawDocument) -> Result<OplogTs, CaptureError> {
 }
 
 fn source_err(e: mongodb::error::Error) -> CaptureError {
-    CaptureError::Source(e.to_string())
+    CaptureError::Source(describe_source_error(&e))
+}
+
+/// The role the agent's MongoDB user needs on the source, for capture and snapshots alike
+/// (docs/operations.md, "MongoDB users and roles").
+pub const SOURCE_ROLE: &str = "backup";
+
+/// A driver error of the source as one line. A missing privilege (server error 13,
+/// Unauthorized: "not authorized on DB to execute command { CMD: … }") says which role to
+/// grant instead of repeating the refused command (which can hold documents).
+pub fn describe_source_error(e: &mongodb::error::Error) -> String {
+    match unauthorized(e) {
+        Some((db, command)) => format!(
+            "server error 13 (Unauthorized): the MongoDB user lacks a privilege for {command} on {db}: grant it the built-in role `{SOURCE_ROLE}` (docs/operations.md, 'MongoDB users and roles')"
+        ),
+        None => e.to_string(),
+    }
+}
+
+/// The database and command of an Unauthorized (13) server error, as the server names them.
+pub fn unauthorized(e: &mongodb::error::Error) -> Option<(String, String)> {
+    let mongodb::error::ErrorKind::Command(c) = e.kind.as_ref() else {
+        return None;
+    };
+    if c.code != 13 {
+        return None;
+    }
+    Some(unauthorized_parts(&c.message))
+}
+
+/// `("local", "find")` from "not authorized on local to execute command { find: …"; unknown
+/// parts as `?`.
+fn unauthorized_parts(message: &str) -> (String, String) {
+    // listDatabases with `authorizedDatabases: false` says it differently.
+    if message.starts_with("Insufficient permissions to list all databases") {
+        return ("admin".to_owned(), "listDatabases".to_owned());
+    }
+    let rest = message.strip_prefix("not authorized on ").unwrap_or("");
+    let (db, command) = rest
+        .split_once(" to execute command { ")
+        .map(|(db, cmd)| (db, cmd.split([':', ' ']).next().unwrap_or("")))
+        .unwrap_or(("", ""));
+    let known = |s: &str| {
+        if s.is_empty() {
+            "?".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    (known(db), known(command))
 }
 
 #[cfg(test)]
@@ -344,6 +393,20 @@ mod tests {
         let reply =
             doc! {"cursor": {batch_field: values, "id": 7i64, "ns": "local.oplog.rs"}, "ok": 1.0};
         Bytes::from(bson_bytes(&reply))
+    }
+
+    #[test]
+    fn unauthorized_names_database_and_command() {
+        assert_eq!(
+            unauthorized_parts(
+                "not authorized on local to execute command { find: \"oplog.rs\", filter: {} }"
+            ),
+            ("local".to_owned(), "find".to_owned())
+        );
+        assert_eq!(
+            unauthorized_parts("something else"),
+            ("?".to_owned(), "?".to_owned())
+        );
     }
 
     #[test]
