@@ -80,6 +80,15 @@ pub fn lacks_privilege(e: &Error, roles: &str) -> Option<String> {
     })
 }
 
+/// [`describe`] for a command on `side` (`source` or `target`): a source's missing privilege
+/// names the source's roles.
+pub fn describe_on(side: &str, e: &Error) -> String {
+    match side {
+        "source" => lacks_privilege(e, SOURCE_ROLES).unwrap_or_else(|| describe(e)),
+        _ => describe(e),
+    }
+}
+
 /// One line for an error: `server error 121 (DocumentValidationFailure): Document failed
 /// validation` for what the server refused (with the count when a batch had several), the
 /// driver's own text for the rest (connection, authentication, I/O).

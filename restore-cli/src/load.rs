@@ -31,11 +31,10 @@ use crate::replay::TargetCatalog;
 pub enum LoadError {
     #[error(transparent)]
     Repo(#[from] mc_core::catalog::RepoError),
-    #[error("{what} on the target failed: {}", describe(.source))]
+    #[error("{what} on the target failed: {}", describe(.error))]
     Target {
         what: String,
-        #[source]
-        source: mongodb::error::Error,
+        error: mongodb::error::Error,
     },
     #[error("snapshot {snapshot}: {ns}: {detail}")]
     Snapshot {
@@ -171,7 +170,7 @@ async fn create(target: &Client, snapshot: &str, c: &PlannedCollection) -> Resul
         .map(|_| ())
         .map_err(|source| LoadError::Target {
             what: format!("creating {} {}", c.entry.kind, c.target_ns),
-            source,
+            error: source,
         })
 }
 
@@ -239,7 +238,7 @@ async fn load_collection(
                             .await
                             .map_err(|source| LoadError::Target {
                                 what: format!("inserting into {ns}"),
-                                source,
+                                error: source,
                             })?;
                         docs += n;
                         bytes += b;

@@ -10,19 +10,17 @@ use crate::namespaces::{NamespaceMap, SYSTEM_DATABASES};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
-    #[error("cannot reach the target MongoDB ({uri}): {source}; check the URI, that the server runs, and credentials")]
+    #[error("cannot reach the target MongoDB ({uri}): {}; check the URI, that the server runs, and credentials", crate::errors::describe(.error))]
     Unreachable {
         uri: String,
-        #[source]
-        source: mongodb::error::Error,
+        error: mongodb::error::Error,
     },
     #[error("the target already holds {count} namespace(s) this restore would write: {names}. Restore into an empty target, narrow the scope with --ns, restore under other names with --ns-from/--ns-to, or pass --drop to remove them first")]
     NotEmpty { count: usize, names: String },
-    #[error("{what} on the target failed: {}", crate::errors::describe(.source))]
+    #[error("{what} on the target failed: {}", crate::errors::describe(.error))]
     Command {
         what: String,
-        #[source]
-        source: mongodb::error::Error,
+        error: mongodb::error::Error,
     },
 }
 
@@ -38,7 +36,7 @@ pub struct Existing {
 pub async fn connect(uri: &str) -> Result<Client, TargetError> {
     let unreachable = |source| TargetError::Unreachable {
         uri: redact(uri),
-        source,
+        error: source,
     };
     let mut options = mongodb::options::ClientOptions::parse(uri)
         .await
@@ -61,7 +59,12 @@ pub async fn existing_in_scope(
     client: &Client,
     map: &NamespaceMap,
 ) -> Result<Vec<Existing>, TargetError> {
-    let cmd_err = |what: String| move |source| TargetError::Command { what, source };
+    let cmd_err = |what: String| {
+        move |source| TargetError::Command {
+            what,
+            error: source,
+        }
+    };
     let mut found = Vec::new();
     for db in client
         .list_database_names()
@@ -147,7 +150,7 @@ pub async fn prepare(
             .await
             .map_err(|source| TargetError::Command {
                 what: format!("dropping {}", e.ns),
-                source,
+                error: source,
             })?;
         tracing::info!(ns = %e.ns, documents = e.documents, "dropped from the target (--drop)");
         dropped.push(e.ns);

@@ -22,11 +22,10 @@ use serde::Serialize;
 use crate::namespaces::{STAGED_ROLES_NS, STAGED_USERS_NS};
 
 #[derive(Debug, thiserror::Error)]
-#[error("restoring users and roles: {what} on the target failed: {source}")]
+#[error("restoring users and roles: {what} on the target failed: {}", crate::errors::describe(.error))]
 pub struct UsersError {
     pub what: String,
-    #[source]
-    pub source: mongodb::error::Error,
+    pub error: mongodb::error::Error,
 }
 
 /// What the merge did.
@@ -51,7 +50,7 @@ pub async fn clear_staging(target: &Client) -> Result<(), UsersError> {
             Err(source) => {
                 return Err(UsersError {
                     what: format!("dropping {ns}"),
-                    source,
+                    error: source,
                 })
             }
         }
@@ -98,7 +97,7 @@ pub async fn merge_pending(
         .await
         .map_err(|source| UsersError {
             what: "_mergeAuthzCollections".into(),
-            source,
+            error: source,
         })?;
     clear_staging(target).await?;
     for name in stats
@@ -120,7 +119,12 @@ async fn staged_and_existing(
 ) -> Result<(Vec<String>, Vec<String>), UsersError> {
     let admin = target.database("admin");
     let coll = staged.split_once('.').map_or(staged, |(_, c)| c);
-    let err = |what: String| move |source| UsersError { what, source };
+    let err = |what: String| {
+        move |source| UsersError {
+            what,
+            error: source,
+        }
+    };
     let ids: Vec<Bson> = admin
         .collection::<Document>(coll)
         .find(doc! {})

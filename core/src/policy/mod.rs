@@ -25,8 +25,8 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 
-/// Kept here for callers that name it `mc_core::policy::Secret`; it lives in [`crate::secret`].
-pub use crate::secret::Secret;
+use crate::secret::Secret;
+
 pub use duration::{
     format_duration, format_size, parse_duration, parse_size, DURATION_FORMS, SIZE_FORMS,
 };

@@ -40,12 +40,11 @@ pub struct TargetCatalog {
 
 /// An index build that failed at the end.
 #[derive(Debug, thiserror::Error)]
-#[error("building index {index} of {ns} failed: {source}; the documents are restored, the index is not: create it by hand once the cause is fixed")]
+#[error("building index {index} of {ns} failed: {}; the documents are restored, the index is not: create it by hand once the cause is fixed", crate::errors::describe(.error))]
 pub struct IndexBuildError {
     pub ns: String,
     pub index: String,
-    #[source]
-    pub source: mongodb::error::Error,
+    pub error: mongodb::error::Error,
 }
 
 impl TargetCatalog {
@@ -195,7 +194,7 @@ impl TargetCatalog {
                 Err(source) => {
                     return Err(super::ReplayError::Apply {
                         what: format!("drop {ns} (a temporary collection at the restore point)"),
-                        source,
+                        error: source,
                     })
                 }
             }
@@ -227,7 +226,7 @@ impl TargetCatalog {
                         .filter_map(|s| s.get_str("name").ok())
                         .collect::<Vec<_>>()
                         .join(", "),
-                    source,
+                    error: source,
                 })?;
             built += specs.len() as u64;
         }

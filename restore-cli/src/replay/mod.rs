@@ -62,11 +62,10 @@ pub enum ReplayError {
     Repo(#[from] mc_core::catalog::RepoError),
     #[error(transparent)]
     Entry(#[from] entry::EntryError),
-    #[error("applying {what} to the target failed: {}", describe(.source))]
+    #[error("applying {what} to the target failed: {}", describe(.error))]
     Apply {
         what: String,
-        #[source]
-        source: mongodb::error::Error,
+        error: mongodb::error::Error,
     },
     #[error("the oplog in the repository ends at {reached} but the plan needs it through {needed}: a segment is missing or was cut short")]
     Short { reached: String, needed: String },
@@ -218,20 +217,7 @@ pub async fn replay(
             let in_window = head.ts <= window_end;
             if !in_window && capped_window.holding() {
                 // Past the snapshot's end: what the window held is applied in order.
-                for (ns, op) in capped_window.release_all() {
-                    send(
-                        &workers,
-                        catalog,
-                        &ns,
-                        0,
-                        op,
-                        Mode {
-                            in_window: true,
-                            upsert: false,
-                        },
-                    )
-                    .await?;
-                }
+                release(&workers, catalog, capped_window.release_all()).await?;
             }
             decoder.decode(&raw, map, &mut actions)?;
             for action in actions.drain(..) {
@@ -260,20 +246,7 @@ pub async fn replay(
                         }
                     }
                     Action::Command(cmd) => {
-                        for (ns, op) in capped_window.before_command(&cmd) {
-                            send(
-                                &workers,
-                                catalog,
-                                &ns,
-                                0,
-                                op,
-                                Mode {
-                                    in_window: true,
-                                    upsert: false,
-                                },
-                            )
-                            .await?;
-                        }
+                        release(&workers, catalog, capped_window.before_command(&cmd)).await?;
                         let Some(cmd) = catalog.intercept(cmd) else {
                             stats.applied_commands += 1;
                             continue;
@@ -286,20 +259,7 @@ pub async fn replay(
             }
             stats.last_applied = Some(head.ts);
         }
-        for (ns, op) in capped_window.release_all() {
-            send(
-                &workers,
-                catalog,
-                &ns,
-                0,
-                op,
-                Mode {
-                    in_window: true,
-                    upsert: false,
-                },
-            )
-            .await?;
-        }
+        release(&workers, catalog, capped_window.release_all()).await?;
         drain(&workers, &mut stats).await?;
         Ok(())
     }
@@ -354,6 +314,23 @@ async fn send(
     w.send(Msg::Write { op, mode })
         .await
         .map_err(|_| ReplayError::Worker("a replay worker ended early".into()))
+}
+
+/// Sends writes a [`CappedWindow`] held, in their order (they are inside the snapshot's window,
+/// and capped: no upsert).
+async fn release(
+    workers: &Workers,
+    catalog: &TargetCatalog,
+    held: Vec<(String, RawDocumentBuf)>,
+) -> Result<(), ReplayError> {
+    let mode = Mode {
+        in_window: true,
+        upsert: false,
+    };
+    for (ns, op) in held {
+        send(workers, catalog, &ns, 0, op, mode).await?;
+    }
+    Ok(())
 }
 
 /// Flushes every worker and waits until all their writes are applied.
@@ -680,7 +657,7 @@ async fn apply_command(
         }
         Err(source) => Err(ReplayError::Apply {
             what: cmd.what,
-            source,
+            error: source,
         }),
     }
 }
@@ -694,7 +671,7 @@ async fn drop_database(target: &Client, map: &NamespaceMap, db: &str) -> Result<
         .await
         .map_err(|source| ReplayError::Apply {
             what: format!("listing {db} for dropDatabase"),
-            source,
+            error: source,
         })?;
     for name in names {
         let ns = format!("{db}.{name}");
@@ -708,7 +685,7 @@ async fn drop_database(target: &Client, map: &NamespaceMap, db: &str) -> Result<
                 .await
                 .map_err(|source| ReplayError::Apply {
                     what: format!("drop {ns} (dropDatabase {db})"),
-                    source,
+                    error: source,
                 })?;
         }
     }

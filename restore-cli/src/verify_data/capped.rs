@@ -96,23 +96,13 @@ pub(crate) async fn compare(
     at: Timestamp,
 ) -> Result<CappedCheck, ReadError> {
     let now = natural_order(source, sns, "source").await?;
-    let entries: Vec<mongodb::bson::Document> = async {
-        source
-            .database("local")
-            .collection::<mongodb::bson::Document>("oplog.rs")
-            .find(doc! {"ts": {"$gt": at}, "ns": sns, "op": {"$in": ["i", "u", "d"]}})
-            .sort(doc! {"$natural": 1})
-            .projection(doc! {"op": 1, "o._id": 1, "o2._id": 1})
-            .await?
-            .try_collect()
-            .await
-    }
-    .await
-    .map_err(|source| ReadError {
-        side: "source",
-        what: format!("reading the oplog of {sns} after T"),
+    let entries: Vec<mongodb::bson::Document> = oplog_entries(
         source,
-    })?;
+        doc! {"ts": {"$gt": at}, "ns": sns, "op": {"$in": ["i", "u", "d"]}},
+        Some(doc! {"op": 1, "o._id": 1, "o2._id": 1}),
+        || format!("reading the oplog of {sns} after T"),
+    )
+    .await?;
     let mut inserted_after: HashSet<String> = HashSet::new();
     let mut updated_after: HashSet<String> = HashSet::new();
     let mut deleted_after: Vec<Bson> = Vec::new();
@@ -229,22 +219,10 @@ async fn recover_deleted_contents(
             {"op": "u", "o2._id": {"$in": unknown}},
         ],
     };
-    let entries: Vec<RawDocumentBuf> = async {
-        source
-            .database("local")
-            .collection::<RawDocumentBuf>("oplog.rs")
-            .find(filter)
-            .sort(doc! {"$natural": 1})
-            .await?
-            .try_collect()
-            .await
-    }
-    .await
-    .map_err(|source| ReadError {
-        side: "source",
-        what: format!("reading the oplog's inserts of {sns}"),
-        source,
-    })?;
+    let entries: Vec<RawDocumentBuf> = oplog_entries(source, filter, None, || {
+        format!("reading the oplog's inserts of {sns}")
+    })
+    .await?;
     let mut content: std::collections::HashMap<String, Option<Vec<u8>>> = Default::default();
     for e in &entries {
         let op = e.get_str("op").unwrap_or_default();
@@ -272,4 +250,32 @@ async fn recover_deleted_contents(
         }
     }
     Ok(())
+}
+
+/// The source's oplog entries matching `filter`, in oplog order.
+async fn oplog_entries<T>(
+    source: &Client,
+    filter: mongodb::bson::Document,
+    projection: Option<mongodb::bson::Document>,
+    what: impl FnOnce() -> String,
+) -> Result<Vec<T>, ReadError>
+where
+    T: serde::de::DeserializeOwned + Send + Sync,
+{
+    let read = async {
+        source
+            .database("local")
+            .collection::<T>("oplog.rs")
+            .find(filter)
+            .sort(doc! {"$natural": 1})
+            .projection(projection.unwrap_or_default())
+            .await?
+            .try_collect()
+            .await
+    };
+    read.await.map_err(|source| ReadError {
+        side: "source",
+        what: what(),
+        source,
+    })
 }

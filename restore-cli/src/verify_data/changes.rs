@@ -95,7 +95,7 @@ impl CatalogChanges {
             .map_err(|source| VerifyDataError::Command {
                 side: "source",
                 what: what(),
-                source,
+                error: source,
             })?;
         while let Some(entry) =
             cursor
@@ -104,7 +104,7 @@ impl CatalogChanges {
                 .map_err(|source| VerifyDataError::Command {
                     side: "source",
                     what: what(),
-                    source,
+                    error: source,
                 })?
         {
             let ts = entry

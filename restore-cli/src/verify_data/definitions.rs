@@ -103,7 +103,7 @@ async fn indexes(
     let err = |source| VerifyDataError::Command {
         side,
         what: format!("listIndexes on {ns}"),
-        source,
+        error: source,
     };
     let mut out = BTreeMap::new();
     let mut cursor = match client

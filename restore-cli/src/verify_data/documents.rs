@@ -33,7 +33,7 @@ pub(super) async fn compare_documents(
         _ => Fatal(VerifyDataError::Command {
             side: "source",
             what: format!("reading {sns} at {at}"),
-            source,
+            error: source,
         }),
     }
     };
@@ -41,7 +41,7 @@ pub(super) async fn compare_documents(
         Fatal(VerifyDataError::Command {
             side: "target",
             what: format!("reading {tns}"),
-            source,
+            error: source,
         })
     };
     let (sdb, scoll) = sns.split_once('.').unwrap_or((sns, ""));

@@ -9,26 +9,23 @@ use crate::target::TargetError;
 /// the [`DataReport`].
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyDataError {
-    #[error("cannot reach the source MongoDB ({uri}) given by --source-uri: {source}; check the URI, that the server runs, and credentials")]
+    #[error("cannot reach the source MongoDB ({uri}) given by --source-uri: {}; check the URI, that the server runs, and credentials", crate::errors::describe(.error))]
     SourceUnreachable {
         uri: String,
-        #[source]
-        source: mongodb::error::Error,
+        error: mongodb::error::Error,
     },
-    #[error("cannot reach the target MongoDB ({uri}) given by --target: {source}; check the URI, that the server runs, and credentials")]
+    #[error("cannot reach the target MongoDB ({uri}) given by --target: {}; check the URI, that the server runs, and credentials", crate::errors::describe(.error))]
     TargetUnreachable {
         uri: String,
-        #[source]
-        source: mongodb::error::Error,
+        error: mongodb::error::Error,
     },
     #[error(transparent)]
     Connect(TargetError),
-    #[error("{what} on the {side} failed: {source}")]
+    #[error("{what} on the {side} failed: {}", crate::errors::describe_on(.side, .error))]
     Command {
         side: &'static str,
         what: String,
-        #[source]
-        source: mongodb::error::Error,
+        error: mongodb::error::Error,
     },
     #[error("cannot verify at {at}: {why}")]
     Point { at: String, why: String },

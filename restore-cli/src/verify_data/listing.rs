@@ -23,7 +23,13 @@ pub(super) async fn list_collections(
     client: &Client,
     side: &'static str,
 ) -> Result<BTreeMap<String, Listed>, VerifyDataError> {
-    let err = |what: String| move |source| VerifyDataError::Command { side, what, source };
+    let err = |what: String| {
+        move |source| VerifyDataError::Command {
+            side,
+            what,
+            error: source,
+        }
+    };
     let mut out = BTreeMap::new();
     for db in client
         .list_database_names()

@@ -82,7 +82,7 @@ pub async fn verify(
         .map_err(|source| VerifyDataError::Command {
             side: "source",
             what: "starting a snapshot session".into(),
-            source,
+            error: source,
         })?;
     let mut results = Vec::new();
     {
@@ -239,7 +239,7 @@ impl Run<'_> {
             .map_err(|e| VerifyDataError::Command {
                 side: e.side,
                 what: e.what,
-                source: e.source,
+                error: e.source,
             })?;
         if let Some((id, what)) = &c.first_difference {
             result.mismatches.push(format!(

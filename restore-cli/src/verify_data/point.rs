@@ -13,12 +13,11 @@ use mc_core::format::OplogTs;
 /// Connects to the source (`--source-uri`), saying which side failed.
 pub async fn connect_source(uri: &str) -> Result<Client, VerifyDataError> {
     target::connect(uri).await.map_err(|e| match e {
-        TargetError::Unreachable { source, .. } | TargetError::Command { source, .. } => {
-            VerifyDataError::SourceUnreachable {
-                uri: target::redact(uri),
-                source,
-            }
-        }
+        TargetError::Unreachable { error: source, .. }
+        | TargetError::Command { error: source, .. } => VerifyDataError::SourceUnreachable {
+            uri: target::redact(uri),
+            error: source,
+        },
         other @ TargetError::NotEmpty { .. } => VerifyDataError::Connect(other),
     })
 }
@@ -26,12 +25,11 @@ pub async fn connect_source(uri: &str) -> Result<Client, VerifyDataError> {
 /// Connects to the target (`--target`), saying which side failed.
 pub async fn connect_target(uri: &str) -> Result<Client, VerifyDataError> {
     target::connect(uri).await.map_err(|e| match e {
-        TargetError::Unreachable { source, .. } | TargetError::Command { source, .. } => {
-            VerifyDataError::TargetUnreachable {
-                uri: target::redact(uri),
-                source,
-            }
-        }
+        TargetError::Unreachable { error: source, .. }
+        | TargetError::Command { error: source, .. } => VerifyDataError::TargetUnreachable {
+            uri: target::redact(uri),
+            error: source,
+        },
         other @ TargetError::NotEmpty { .. } => VerifyDataError::Connect(other),
     })
 }
@@ -56,7 +54,7 @@ pub async fn resolve_point(
         move |source| VerifyDataError::Command {
             side: "source",
             what,
-            source,
+            error: source,
         }
     };
     let ts = match point {
@@ -165,7 +163,7 @@ async fn majority_point(source: &Client, at: &str) -> Result<Timestamp, VerifyDa
         .map_err(|source| VerifyDataError::Command {
             side: "source",
             what: "hello".into(),
-            source,
+            error: source,
         })?;
     hello
         .get_document("lastWrite")
