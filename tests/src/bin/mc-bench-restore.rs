@@ -319,6 +319,15 @@ async fn main() -> anyhow::Result<()> {
     // 3: baseline load of the same documents from memory.
     let mut by_coll: Vec<(String, Vec<RawDocumentBuf>)> = Vec::new();
     for c in &plan.collections {
+        // Created with its options (a capped collection stays capped), as a loader must.
+        let (dbn, coll) = c.target_ns.split_once('.').context("namespace")?;
+        let mut create = doc! {"create": coll};
+        if let mongodb::bson::Bson::Document(options) =
+            mongodb::bson::Bson::try_from(c.entry.options.clone())?
+        {
+            create.extend(options);
+        }
+        target.database(dbn).run_command(create).await?;
         let mut all = Vec::new();
         for part in &c.entry.parts {
             for rec in repo.read_segment(part).await?.1 {
