@@ -19,6 +19,7 @@
 //! The repository format is specified in `docs/format.md`; the way the pieces fit together is
 //! drawn in `docs/architecture.md`.
 
+pub mod authz;
 pub mod catalog;
 pub mod cli;
 pub mod crypto;

@@ -46,27 +46,7 @@ pub fn unauthorized(e: &Error) -> Option<(String, String)> {
     let ErrorKind::Command(c) = e.kind.as_ref() else {
         return None;
     };
-    (c.code == UNAUTHORIZED).then(|| unauthorized_parts(&c.message))
-}
-
-fn unauthorized_parts(message: &str) -> (String, String) {
-    // listDatabases with `authorizedDatabases: false` says it differently.
-    if message.starts_with("Insufficient permissions to list all databases") {
-        return ("admin".to_owned(), "listDatabases".to_owned());
-    }
-    let rest = message.strip_prefix("not authorized on ").unwrap_or("");
-    let (db, command) = rest
-        .split_once(" to execute command { ")
-        .map(|(db, cmd)| (db, cmd.split([':', ' ']).next().unwrap_or("")))
-        .unwrap_or(("", ""));
-    let known = |s: &str| {
-        if s.is_empty() {
-            "?".to_owned()
-        } else {
-            s.to_owned()
-        }
-    };
-    (known(db), known(command))
+    (c.code == UNAUTHORIZED).then(|| mc_core::authz::unauthorized_parts(&c.message))
 }
 
 /// For a missing privilege, the line that names what to grant (`roles`: [`TARGET_ROLES`],
@@ -145,34 +125,5 @@ pub fn describe(e: &Error) -> String {
             }
         }
         _ => e.to_string(),
-    }
-}
-
-/// A driver error shown with [`describe`], for `#[source]`-less error variants.
-#[derive(Debug)]
-pub struct Described(pub Error);
-
-impl std::fmt::Display for Described {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&describe(&self.0))
-    }
-}
-
-impl std::error::Error for Described {}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn unauthorized_messages_name_database_and_command() {
-        assert_eq!(
-            super::unauthorized_parts(
-                "not authorized on admin to execute command { applyOps: [ { op: \"i\" } ] }"
-            ),
-            ("admin".to_owned(), "applyOps".to_owned())
-        );
-        assert_eq!(
-            super::unauthorized_parts("not authorized"),
-            ("?".to_owned(), "?".to_owned())
-        );
     }
 }

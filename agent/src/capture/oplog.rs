@@ -341,29 +341,7 @@ pub fn unauthorized(e: &mongodb::error::Error) -> Option<(String, String)> {
     if c.code != 13 {
         return None;
     }
-    Some(unauthorized_parts(&c.message))
-}
-
-/// `("local", "find")` from "not authorized on local to execute command { find: …"; unknown
-/// parts as `?`.
-fn unauthorized_parts(message: &str) -> (String, String) {
-    // listDatabases with `authorizedDatabases: false` says it differently.
-    if message.starts_with("Insufficient permissions to list all databases") {
-        return ("admin".to_owned(), "listDatabases".to_owned());
-    }
-    let rest = message.strip_prefix("not authorized on ").unwrap_or("");
-    let (db, command) = rest
-        .split_once(" to execute command { ")
-        .map(|(db, cmd)| (db, cmd.split([':', ' ']).next().unwrap_or("")))
-        .unwrap_or(("", ""));
-    let known = |s: &str| {
-        if s.is_empty() {
-            "?".to_owned()
-        } else {
-            s.to_owned()
-        }
-    };
-    (known(db), known(command))
+    Some(mc_core::authz::unauthorized_parts(&c.message))
 }
 
 #[cfg(test)]
@@ -393,20 +371,6 @@ mod tests {
         let reply =
             doc! {"cursor": {batch_field: values, "id": 7i64, "ns": "local.oplog.rs"}, "ok": 1.0};
         Bytes::from(bson_bytes(&reply))
-    }
-
-    #[test]
-    fn unauthorized_names_database_and_command() {
-        assert_eq!(
-            unauthorized_parts(
-                "not authorized on local to execute command { find: \"oplog.rs\", filter: {} }"
-            ),
-            ("local".to_owned(), "find".to_owned())
-        );
-        assert_eq!(
-            unauthorized_parts("something else"),
-            ("?".to_owned(), "?".to_owned())
-        );
     }
 
     #[test]
