@@ -143,28 +143,23 @@ pub struct KafkaMetrics {
 }
 
 impl KafkaMetrics {
-    /// Takes in one successful cycle that took `took`: groups tracked and their lag.
-    pub fn record_cycle(&self, obs: &crate::kafka::source::Observation, took: std::time::Duration) {
+    /// Takes in one successful cycle observed at `time_ms` that took `took`: each tracked
+    /// group's lag (from [`crate::kafka::source::Observation::lag_by_group`]).
+    pub fn record_cycle(
+        &self,
+        lag_by_group: BTreeMap<String, i64>,
+        time_ms: u64,
+        took: std::time::Duration,
+    ) {
         self.last_cycle_micros
             .store(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
-        self.groups_tracked.store(obs.groups.len() as u64, Relaxed);
-        let lags: BTreeMap<String, i64> = obs
-            .groups
-            .iter()
-            .map(|(g, parts)| {
-                let lag = parts
-                    .iter()
-                    .filter(|p| p.high >= 0)
-                    .map(|p| (p.high - p.committed).max(0))
-                    .sum();
-                (g.clone(), lag)
-            })
-            .collect();
+        self.groups_tracked
+            .store(lag_by_group.len() as u64, Relaxed);
         if let Ok(mut map) = self.lag.lock() {
-            *map = lags;
+            *map = lag_by_group;
         }
         self.last_cycle_ms
-            .fetch_max(i64::try_from(obs.time_ms).unwrap_or(i64::MAX), Relaxed);
+            .fetch_max(i64::try_from(time_ms).unwrap_or(i64::MAX), Relaxed);
         self.cycles.fetch_add(1, Relaxed);
     }
 

@@ -201,12 +201,16 @@ async fn hold(
                         tracing::error!(fence = lease.fence, "LOST the capture lease (another agent holds it); stopping capture now");
                         task.abort();
                         let _ = task.await;
+                        // An aborted capture never reaches its own reset of the flag.
+                        metrics.capturing.store(0, std::sync::atomic::Ordering::Relaxed);
                         return Ok(());
                     }
                     Err(e) if Instant::now() >= valid_until => {
                         tracing::error!(error = %e, "cannot renew the capture lease before it expires; stopping capture");
                         task.abort();
                         let _ = task.await;
+                        // An aborted capture never reaches its own reset of the flag.
+                        metrics.capturing.store(0, std::sync::atomic::Ordering::Relaxed);
                         return Ok(());
                     }
                     Err(e) => tracing::warn!(error = %e, "lease renewal failed; retrying"),

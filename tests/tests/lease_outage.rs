@@ -390,6 +390,12 @@ lease:\n  redis_url: {{ env: MC_TEST_LEASE_REDIS }}\n  ttl: {}s\n",
         h_end.capturing,
         s_end.capturing
     );
+    assert!(
+        !h_end.capturing && !s_end.capturing,
+        "a deposed holder must not report capturing (mc_capturing, /readyz, /status): holder {} standby {}",
+        h_end.capturing,
+        s_end.capturing
+    );
 
     // Redis answers again: one agent takes the lease with a larger token and catches up.
     redis.signal("-CONT");

@@ -108,7 +108,9 @@ pub async fn run(
         match observed {
             Ok(obs) => {
                 backoff.reset();
-                metrics.kafka.record_cycle(&obs, started.elapsed());
+                metrics
+                    .kafka
+                    .record_cycle(obs.lag_by_group(), obs.time_ms, started.elapsed());
                 if let Some(batch) = checkpointer.push(obs) {
                     if tx.send(batch).await.is_err() {
                         break;

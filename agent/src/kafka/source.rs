@@ -24,6 +24,24 @@ pub struct Observation {
     pub groups: BTreeMap<String, Vec<PartitionOffsets>>,
 }
 
+impl Observation {
+    /// Each group's lag: the sum over its partitions of high watermark minus committed offset
+    /// (partitions without a known watermark left out).
+    pub fn lag_by_group(&self) -> BTreeMap<String, i64> {
+        self.groups
+            .iter()
+            .map(|(g, parts)| {
+                let lag = parts
+                    .iter()
+                    .filter(|p| p.high >= 0)
+                    .map(|p| (p.high - p.committed).max(0))
+                    .sum();
+                (g.clone(), lag)
+            })
+            .collect()
+    }
+}
+
 /// Reads observations from one cluster; reconnects after a failure.
 #[derive(Debug)]
 pub struct OffsetSource {
