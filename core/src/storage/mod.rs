@@ -18,6 +18,7 @@
 //! repository (capture, snapshots, Kafka offsets, retention, restore) gets the same behaviour
 //! when the store is slow or gone.
 
+pub mod disk;
 pub mod health;
 pub mod local;
 pub mod logging;
