@@ -2,7 +2,6 @@
 //! drill as `mc-restore drill` (`mc_restore::drill`), one at a time and only while it holds the
 //! capture lease, then exports the result as `mc_drill_*` metrics and logs where the report is.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use mc_core::catalog::Repository;
@@ -46,18 +45,14 @@ pub async fn run_schedule(
         }
         tracing::info!(point = %plan.options.point, "scheduled drill starting");
         let report = drill::run(&repo, &plan.options).await;
-        let d = &metrics.drills;
-        d.runs.fetch_add(1, Relaxed);
-        d.last_success
-            .store(u64::from(report.verdict == Verdict::Pass), Relaxed);
         let rto = report
             .rto
             .measured_seconds
             .unwrap_or(0.0)
             .max(report.rto.projected_seconds.unwrap_or(0.0));
-        d.last_rto_ms.store((rto * 1000.0) as u64, Relaxed);
-        d.last_ms
-            .store(chrono::Utc::now().timestamp_millis(), Relaxed);
+        metrics
+            .drills
+            .finished(report.verdict == Verdict::Pass, rto);
         let key = report.repository_key.as_deref().unwrap_or("(not stored)");
         if report.verdict == Verdict::Pass {
             tracing::info!(drill = %report.id, rto_seconds = rto, report = %key, "scheduled drill passed");

@@ -1,9 +1,9 @@
-//! The agent's HTTP endpoint: `/metrics` (Prometheus text), `/healthz` (the process is alive),
+//! The agent's HTTP endpoint: `/metrics` (every part's registered metrics, encoded by
+//! prometheus-client in the Prometheus text format), `/healthz` (the process is alive),
 //! `/readyz` (capture is connected and tailing; otherwise what it waits for), `/status` (JSON for
 //! people and scripts, with the store's state and since when).
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -11,19 +11,23 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
+use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 
 #[derive(Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
+    /// `metrics`' parts, registered once, labelled with the source id.
+    registry: Arc<Registry>,
     source: Arc<str>,
 }
 
 /// The routes, for serving or testing.
 pub fn router(metrics: Arc<Metrics>, source: &str) -> Router {
     let state = AppState {
+        registry: Arc::new(metrics.registry(source)),
         metrics,
         source: source.into(),
     };
@@ -55,16 +59,13 @@ pub async fn serve(
 
 async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        s.metrics.render(&s.source),
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics::encode(&s.registry),
     )
 }
 
 async fn ready(State(s): State<AppState>) -> impl IntoResponse {
-    if s.metrics.capturing.load(Relaxed) == 1 {
+    if s.metrics.capture.is_capturing() {
         return (StatusCode::OK, "capturing\n".to_owned());
     }
     let waiting = s.metrics.waiting_for.lock().ok().and_then(|w| w.clone());

@@ -388,15 +388,13 @@ pub async fn run_schedule(
     metrics: Arc<crate::metrics::Metrics>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
     let mut seen_gaps = 0;
     let mut due_now = match mc_core::catalog::list_snapshots(&repo, &plan.settings.source).await {
         Ok(list) => {
             // The newest snapshot's time and duration survive restarts: they come from the
             // repository, not from this process's memory.
             if let Some((finished, took)) = list.last().and_then(finished_and_duration) {
-                metrics.last_snapshot_ms.store(finished, Relaxed);
-                metrics.last_snapshot_duration_ms.store(took, Relaxed);
+                metrics.snapshots.newest(finished, took);
             }
             list.is_empty().then_some("first")
         }
@@ -420,7 +418,7 @@ pub async fn run_schedule(
                 tokio::select! {
                     _ = stop.changed() => return,
                     _ = tokio::time::sleep(poll) => {
-                        let gaps = metrics.gaps.load(Relaxed);
+                        let gaps = metrics.capture.gaps.get();
                         if gaps > seen_gaps {
                             seen_gaps = gaps;
                             "gap"
@@ -437,7 +435,7 @@ pub async fn run_schedule(
         // point it finds, and a snapshot whose start came before that could never be restored
         // from (its replay would begin before the timeline's first entry).
         if reason == "first" {
-            while metrics.capturing.load(Relaxed) == 0 {
+            while !metrics.capture.is_capturing() {
                 tokio::select! {
                     _ = stop.changed() => return,
                     _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
@@ -452,13 +450,11 @@ pub async fn run_schedule(
         let t0 = std::time::Instant::now();
         match take(&repo, &source, &settings).await {
             Ok(_) => {
-                metrics.snapshots_taken.fetch_add(1, Relaxed);
-                metrics
-                    .last_snapshot_ms
-                    .store(chrono::Utc::now().timestamp_millis(), Relaxed);
-                metrics
-                    .last_snapshot_duration_ms
-                    .store(t0.elapsed().as_millis() as u64, Relaxed);
+                metrics.snapshots.taken.inc();
+                metrics.snapshots.newest(
+                    chrono::Utc::now().timestamp_millis(),
+                    u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+                );
                 // Retention runs right after a snapshot: the new one may let older ones go.
                 if let Some(rules) = plan.retention {
                     match crate::retention::prune(&repo, &plan.settings.source, rules, false).await
@@ -471,11 +467,11 @@ pub async fn run_schedule(
                 }
             }
             Err(e) => {
-                metrics.snapshot_errors.fetch_add(1, Relaxed);
+                metrics.snapshots.errors.inc();
                 tracing::error!(error = %e, reason, "snapshot failed; the next attempt follows the schedule");
             }
         }
-        seen_gaps = seen_gaps.max(metrics.gaps.load(Relaxed));
+        seen_gaps = seen_gaps.max(metrics.capture.gaps.get());
     }
 }
 

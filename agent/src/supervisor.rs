@@ -4,7 +4,6 @@
 //! capturer writes nothing more), and on shutdown flushes, then releases the lease so a standby
 //! takes over at once.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -56,10 +55,10 @@ pub async fn run(
     } = parts;
     // Kafka's metrics and status are shown from the start, also while standing by.
     if kafka.is_some() {
-        metrics.kafka.enabled.store(1, Relaxed);
+        metrics.kafka.enable();
     }
     let Some(store) = lease else {
-        metrics.lease_held.store(1, Relaxed);
+        metrics.lease.held.set(1);
         let snapshots = spawn_snapshots(&repo, &source, snapshots, &metrics, shutdown.clone());
         let _drills = AbortOnDrop(spawn_drills(&repo, drills, &metrics, shutdown.clone()));
         let kafka = spawn_kafka(&repo, &source, kafka, &metrics, shutdown.clone());
@@ -90,9 +89,7 @@ pub async fn run(
             continue;
         };
         tracing::info!(holder = %holder, fence = lease.fence, "acquired the capture lease; capturing");
-        metrics.lease_held.store(1, Relaxed);
-        metrics.lease_fence.store(lease.fence, Relaxed);
-        metrics.lease_acquisitions.fetch_add(1, Relaxed);
+        metrics.lease.acquired(lease.fence);
         let parts = Held {
             repo: &repo,
             source: &source,
@@ -103,7 +100,7 @@ pub async fn run(
             metrics: &metrics,
         };
         let result = hold(parts, &store, &lease, &mut shutdown).await;
-        metrics.lease_held.store(0, Relaxed);
+        metrics.lease.held.set(0);
         // Retention is the holder's: a deposed agent's count would go stale.
         metrics.retention.forget_incomplete();
         result?;
@@ -202,7 +199,7 @@ async fn hold(
                         task.abort();
                         let _ = task.await;
                         // An aborted capture never reaches its own reset of the flag.
-                        metrics.capturing.store(0, std::sync::atomic::Ordering::Relaxed);
+                        metrics.capture.capturing.set(0);
                         return Ok(());
                     }
                     Err(e) if Instant::now() >= valid_until => {
@@ -210,7 +207,7 @@ async fn hold(
                         task.abort();
                         let _ = task.await;
                         // An aborted capture never reaches its own reset of the flag.
-                        metrics.capturing.store(0, std::sync::atomic::Ordering::Relaxed);
+                        metrics.capture.capturing.set(0);
                         return Ok(());
                     }
                     Err(e) => tracing::warn!(error = %e, "lease renewal failed; retrying"),

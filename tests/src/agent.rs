@@ -30,7 +30,7 @@ pub fn pack(ts: OplogTs) -> u64 {
 /// test after 60 s.
 pub async fn wait_durable(metrics: &Metrics, ts: OplogTs) {
     tokio::time::timeout(Duration::from_secs(60), async {
-        while metrics.durable_ts.load(Relaxed) < pack(ts) {
+        while metrics.capture.durable_ts.load(Relaxed) < pack(ts) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })

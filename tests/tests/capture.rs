@@ -3,7 +3,6 @@
 //! one continuous run whose decoded entries are exactly the oplog's, byte for byte, each once,
 //! in order.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
@@ -145,6 +144,6 @@ async fn restarts_and_crashes_lose_and_repeat_nothing() {
         ours as i64 >= written,
         "{ours} of our ops captured, {written} inserts written"
     );
-    assert!(first_metrics.unwrap().segments_uploaded.load(Relaxed) > 0);
+    assert!(first_metrics.unwrap().capture.segments_uploaded.get() > 0);
     client.database(&db).drop().await.unwrap();
 }

@@ -159,7 +159,7 @@ async fn capture_follows_three_elections_without_gap_or_loss() {
         eprintln!(
             "election {round}: member {old} → {new} in {elected_in:?}; capture past {majority} {:?} after the step-down (source errors so far: {})",
             t.elapsed(),
-            metrics.source_errors.load(Relaxed)
+            metrics.capture.source_errors.get()
         );
         after_elections.push(new_term_start);
     }
@@ -269,7 +269,7 @@ async fn capture_follows_three_elections_without_gap_or_loss() {
         elections.len() >= 3,
         "three elections' \"new primary\" entries are captured: {elections:?}"
     );
-    let source_errors = metrics.source_errors.load(Relaxed);
+    let source_errors = metrics.capture.source_errors.get();
     eprintln!(
         "{} entries captured in {} segments; {} inserts acknowledged, {} write retries; capture source errors: {source_errors}; total {:?}",
         captured.len(),
@@ -419,13 +419,13 @@ async fn rolled_back_entries_of_a_deposed_primary_are_never_captured() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let lost_stored = loop {
         let lost = stored_ids_with_prefix(&repo, &source_id, "lost-").await;
-        let durable = metrics.durable_ts.load(Relaxed);
+        let durable = metrics.capture.durable_ts.load(Relaxed);
         if !lost.is_empty() || durable >= pack(majority) || Instant::now() > deadline {
             break lost;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let durable = metrics.durable_ts.load(Relaxed);
+    let durable = metrics.capture.durable_ts.load(Relaxed);
 
     // Let the old primary replicate again: it rolls those writes back, proving they were lost.
     set.fail_point(old, "stopReplProducer", false).await;
@@ -453,7 +453,7 @@ async fn rolled_back_entries_of_a_deposed_primary_are_never_captured() {
         lost_stored.is_empty(),
         "capture stored writes of the deposed primary that the majority never had and that were \
          rolled back: {lost_stored:?} (gaps counted afterwards: {})",
-        metrics.gaps.load(Relaxed)
+        metrics.capture.gaps.get()
     );
     assert!(
         durable >= pack(majority),

@@ -6,7 +6,6 @@
 //! chained to the old one (`prev` is `None`). Right after the gap the agent takes a new base
 //! snapshot, so restorable time resumes.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,7 +67,7 @@ async fn capture_once(
     let task = tokio::spawn(supervisor::run(parts, rx));
     wait_durable(&metrics, to_ts(set.majority_point(0).await)).await;
     let t0 = Instant::now();
-    while metrics.snapshots_taken.load(Relaxed) < snapshots {
+    while metrics.snapshots.taken.get() < snapshots {
         assert!(
             t0.elapsed() < Duration::from_secs(30),
             "{snapshots} snapshot(s) within 30 s"
@@ -105,7 +104,7 @@ async fn oplog_rolled_over_while_stopped_is_one_recorded_gap() {
             .unwrap();
     }
     let first = capture_once(&repo, &set, &source_id, dir.path(), 1).await;
-    assert_eq!(first.gaps.load(Relaxed), 0);
+    assert_eq!(first.capture.gaps.get(), 0);
     let catalog = Catalog::load(&repo, &source_id, StreamKind::Oplog)
         .await
         .unwrap();
@@ -141,7 +140,7 @@ async fn oplog_rolled_over_while_stopped_is_one_recorded_gap() {
 
     // 3. Capture again, with fresh metrics, until it makes progress.
     let second = capture_once(&repo, &set, &source_id, dir.path(), 1).await;
-    assert_eq!(second.gaps.load(Relaxed), 1, "exactly one gap is counted");
+    assert_eq!(second.capture.gaps.get(), 1, "exactly one gap is counted");
 
     // The timeline: the old run, a gap from its end to the new run's start, the new run.
     let catalog = Catalog::load(&repo, &source_id, StreamKind::Oplog)

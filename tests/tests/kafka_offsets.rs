@@ -5,7 +5,6 @@
 //! errors, an unreachable broker fails within the timeout, and capture survives a dead broker.
 
 use std::path::Path;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use mc_tests::agent::{free_port, http_get, write_test_policy};
@@ -88,7 +87,7 @@ async fn offsets_restored_to_each_recorded_moment() {
     }
 
     // Capture keeps running while the consumer moves on; its lag is tracked.
-    assert_eq!(capture.metrics.kafka.groups_tracked.load(Relaxed), 1);
+    assert_eq!(capture.metrics.kafka.groups_tracked.get(), 1);
     assert!(capture
         .metrics
         .kafka
@@ -96,7 +95,7 @@ async fn offsets_restored_to_each_recorded_moment() {
         .lock()
         .unwrap()
         .contains_key(&group));
-    let text = capture.metrics.render("rs0");
+    let text = mc_agent::metrics::encode(&capture.metrics.registry("rs0"));
     assert!(
         text.contains("mc_kafka_cycle_seconds{source=\"rs0\"} 0."),
         "{text}"
@@ -325,16 +324,16 @@ async fn capture_counts_errors_and_stops_promptly_when_the_broker_is_down() {
     let m = capture.metrics.clone();
     wait_for("two failed cycles", Duration::from_secs(60), || {
         let m = m.clone();
-        async move { m.kafka.capture_errors.load(Relaxed) >= 2 }
+        async move { m.kafka.capture_errors.get() >= 2 }
     })
     .await;
-    assert_eq!(capture.metrics.kafka.cycles.load(Relaxed), 0);
+    assert_eq!(capture.metrics.kafka.cycles.get(), 0);
     let status = capture.metrics.status().kafka.expect("Kafka in /status");
     assert!(
         status.capture_errors >= 2 && status.last_cycle_seconds.is_none(),
         "{status:?}"
     );
-    let text = capture.metrics.render("rs0");
+    let text = mc_agent::metrics::encode(&capture.metrics.registry("rs0"));
     assert!(
         text.contains("mc_kafka_rpo_seconds{source=\"rs0\"} -1"),
         "{text}"

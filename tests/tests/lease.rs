@@ -2,7 +2,6 @@
 //! and captures; when it dies without releasing, the other takes over within the lease time;
 //! fencing tokens grow; the timeline stays one continuous run with no object overwritten.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -98,7 +97,7 @@ async fn exactly_one_captures_and_a_standby_takes_over() {
 
     let a = start(&repo, &source_id, "agent-a", dir.path()).await;
     let b = start(&repo, &source_id, "agent-b", dir.path()).await;
-    let held = |x: &Agent| x.metrics.lease_held.load(Relaxed) == 1;
+    let held = |x: &Agent| x.metrics.lease.is_held();
     wait_until(
         "one agent holding the lease",
         Duration::from_secs(10),
@@ -113,16 +112,16 @@ async fn exactly_one_captures_and_a_standby_takes_over() {
     }
     let (holder, standby) = if held(&a) { (a, b) } else { (b, a) };
     assert_eq!(
-        standby.metrics.segments_uploaded.load(Relaxed),
+        standby.metrics.capture.segments_uploaded.get(),
         0,
         "the standby wrote nothing"
     );
     wait_until("holder uploads", Duration::from_secs(10), || {
-        holder.metrics.segments_uploaded.load(Relaxed) > 2
+        holder.metrics.capture.segments_uploaded.get() > 2
     })
     .await;
-    let first_fence = holder.metrics.lease_fence.load(Relaxed);
-    let text = holder.metrics.render(&source_id);
+    let first_fence = holder.metrics.lease.fence.get();
+    let text = mc_agent::metrics::encode(&holder.metrics.registry(&source_id));
     assert!(
         text.contains(&format!("mc_lease_held{{source=\"{source_id}\"}} 1")),
         "{text}"
@@ -142,11 +141,11 @@ async fn exactly_one_captures_and_a_standby_takes_over() {
         "takeover took {took:?}"
     );
     assert!(
-        standby.metrics.lease_fence.load(Relaxed) > first_fence,
+        standby.metrics.lease.fence.get() > first_fence,
         "fencing token grows"
     );
     wait_until("standby uploads", Duration::from_secs(10), || {
-        standby.metrics.segments_uploaded.load(Relaxed) > 2
+        standby.metrics.capture.segments_uploaded.get() > 2
     })
     .await;
 

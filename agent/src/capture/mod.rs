@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 use self::batcher::{Batch, Batcher, CutRules};
 use self::oplog::{Chunk, OplogSource};
 use self::upload::{upload_batches, Budget, Queued, UploadSettings};
+use crate::metrics::capture::{pack, unpack};
 use crate::metrics::Metrics;
 
 /// Makes glibc's malloc give large blocks back to the system when they are freed.
@@ -99,7 +100,7 @@ pub async fn start_point(
                 .oldest()
                 .await?
                 .ok_or_else(|| CaptureError::Source("the oplog is empty".into()))?;
-            metrics.gaps.fetch_add(1, Relaxed);
+            metrics.capture.gaps.inc();
             tracing::error!(
                 durable_end = %end,
                 oplog_oldest = %oldest,
@@ -126,7 +127,9 @@ async fn hand_over(
     metrics: &Metrics,
 ) -> bool {
     let queued = budget.admit(batch).await;
-    metrics.upload_queued(queued.first_wall_ms(), queued.bytes());
+    metrics
+        .capture
+        .upload_queued(queued.first_wall_ms(), queued.bytes());
     tx.send(queued).await.is_ok()
 }
 
@@ -149,7 +152,7 @@ pub async fn run(
         StartPoint::From(_) => (None, start),
     };
     if let StartPoint::After(ts) = start {
-        metrics.resume_floor_ts.store(pack(ts), Relaxed);
+        metrics.capture.resume_floor_ts.store(pack(ts), Relaxed);
     }
     let mut batcher = Batcher::new(settings.rules, prev);
 
@@ -210,7 +213,7 @@ pub async fn run(
             StartPoint::After(ts) => Some(ts),
             StartPoint::From(_) => None,
         };
-        metrics.capturing.store(1, Relaxed);
+        metrics.capture.capturing.set(1);
         'read: loop {
             if let Some(target) = drain_to {
                 if last_read.is_some_and(|r| r >= target) {
@@ -224,8 +227,8 @@ pub async fn run(
                     // now is stored; without it (MongoDB unreachable) stop at once.
                     match node.node_state().await {
                         Ok(state) => {
-                            metrics.stop_majority_ts.store(pack(state.majority), Relaxed);
-                            metrics.set_majority(state.majority);
+                            metrics.capture.set_stop_majority(state.majority);
+                            metrics.capture.set_majority(state.majority);
                             batcher.set_majority(state.majority);
                             drain_to = Some(state.majority);
                             tracing::info!(majority = %state.majority, "stopping: reading the oplog up to the majority commit point, then storing it");
@@ -252,7 +255,7 @@ pub async fn run(
                         Ok(state) => {
                             batcher.set_majority(state.majority);
                             batcher.set_source_end(state.last_write);
-                            metrics.set_majority(state.majority);
+                            metrics.capture.set_majority(state.majority);
                         }
                         Err(e) => tracing::warn!(error = %e, "cannot read the majority commit point"),
                     }
@@ -269,7 +272,7 @@ pub async fn run(
                             break 'read;
                         }
                         Chunk::Failed(e) => {
-                            metrics.capturing.store(0, Relaxed);
+                            metrics.capture.capturing.set(0);
                             if drain_to.is_some() {
                                 tracing::warn!(error = %e, "stopping: reading the oplog failed; storing what was read");
                                 break 'connect;
@@ -286,7 +289,7 @@ pub async fn run(
                                 continue;
                             }
                             // The resume entry vanished between the check and the tail.
-                            metrics.gaps.fetch_add(1, Relaxed);
+                            metrics.capture.gaps.inc();
                             tracing::error!(expected = %want, found = %entry.ts, "GAP: resume entry missing from the oplog; starting a new run");
                             batcher.break_chain();
                         }
@@ -312,15 +315,13 @@ pub async fn run(
             None => resume,
         };
     }
-    metrics.capturing.store(0, Relaxed);
+    metrics.capture.capturing.set(0);
 
     // Shutdown: seal what the member's majority has, then let the sink finish.
     if drain_to.is_none() {
         if let Some(node) = &last_node {
             if let Ok(state) = node.node_state().await {
-                metrics
-                    .stop_majority_ts
-                    .store(pack(state.majority), Relaxed);
+                metrics.capture.set_stop_majority(state.majority);
                 batcher.set_majority(state.majority);
             }
         }
@@ -339,14 +340,6 @@ pub async fn run(
     Ok(stored)
 }
 
-fn pack(ts: OplogTs) -> u64 {
-    (u64::from(ts.t) << 32) | u64::from(ts.i)
-}
-
-fn unpack(v: u64) -> OplogTs {
-    OplogTs::new((v >> 32) as u32, v as u32)
-}
-
 /// What is durable when capture stops, against what was majority-committed when the stop
 /// began: the shutdown line, and the exit status of `mc-agent run`.
 #[derive(Debug, Clone, PartialEq)]
@@ -362,12 +355,12 @@ pub struct StopReport {
 impl StopReport {
     /// From the metrics capture keeps.
     pub fn of(metrics: &Metrics) -> Self {
-        let stored = metrics.durable_ts.load(Relaxed);
-        let floor = metrics.resume_floor_ts.load(Relaxed);
+        let stored = metrics.capture.durable_ts.load(Relaxed);
+        let floor = metrics.capture.resume_floor_ts.load(Relaxed);
         let durable = stored.max(floor);
-        let wall = metrics.durable_wall_ms.load(Relaxed);
-        let majority = match metrics.stop_majority_ts.load(Relaxed) {
-            0 => metrics.majority_ts.load(Relaxed),
+        let wall = metrics.capture.durable_wall_ms.load(Relaxed);
+        let majority = match metrics.capture.stop_majority_ts.load(Relaxed) {
+            0 => metrics.capture.majority_ts.load(Relaxed),
             m => m,
         };
         Self {
@@ -444,7 +437,7 @@ async fn reconnect_wait(
     backoff: &mut Backoff,
     shutdown: &mut watch::Receiver<bool>,
 ) {
-    metrics.source_errors.fetch_add(1, Relaxed);
+    metrics.capture.source_errors.inc();
     let wait = backoff.next_wait();
     tracing::warn!(%error, retry_in = ?wait, "reading the oplog failed; reconnecting");
     tokio::select! {

@@ -137,22 +137,14 @@ pub async fn upload_batches(
     let mut stored = 0;
     // `buffered` yields in submission order, so durability is reported in timeline order.
     while let Some((summary, size)) = done.next().await {
-        metrics.upload_stored();
+        metrics.capture.upload_stored();
         if summary.count > 0 {
-            metrics.set_durable(summary.last, summary.last_wall);
+            metrics.capture.set_durable(summary.last, summary.last_wall);
         }
-        metrics
-            .ops_captured
-            .fetch_add(summary.count, std::sync::atomic::Ordering::Relaxed);
-        metrics
-            .bytes_sealed
-            .fetch_add(summary.bytes, std::sync::atomic::Ordering::Relaxed);
-        metrics
-            .bytes_uploaded
-            .fetch_add(size, std::sync::atomic::Ordering::Relaxed);
-        metrics
-            .segments_uploaded
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics.capture.ops_captured.inc_by(summary.count);
+        metrics.capture.bytes_sealed.inc_by(summary.bytes);
+        metrics.capture.bytes_uploaded.inc_by(size);
+        metrics.capture.segments_uploaded.inc();
         stored += 1;
     }
     stored
@@ -196,9 +188,7 @@ async fn seal_and_store(
             Ok(done) => break done,
             Err((back, e)) => {
                 batch = back;
-                metrics
-                    .upload_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                metrics.capture.upload_errors.inc();
                 let wait = backoff.next_wait();
                 tracing::error!(error = %e, first = %summary.first, retry_in = ?wait, "sealing oplog segment failed; retrying");
                 tokio::time::sleep(wait).await;
@@ -221,9 +211,7 @@ async fn seal_and_store(
                 return (summary, 0);
             }
             Err(e) => {
-                metrics
-                    .upload_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                metrics.capture.upload_errors.inc();
                 let wait = backoff.next_wait();
                 tracing::error!(error = %e, first = %summary.first, retry_in = ?wait, "storing oplog segment failed; retrying");
                 tokio::time::sleep(wait).await;

@@ -71,7 +71,7 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
                 waiting_bytes: 0,
                 oldest_age: None,
             },
-            |m| m.backlog(),
+            |m| m.capture.backlog(),
         )
     }));
     metrics.set_waiting_for(Some(format!("the repository at {url}")));
@@ -164,18 +164,12 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
         }
     }
     // What "everything" means: the majority commit point now, before capture is told to stop.
-    let capturing = metrics
-        .lease_held
-        .load(std::sync::atomic::Ordering::Relaxed)
-        == 1;
+    let capturing = metrics.lease.is_held();
     if capturing {
         if let Ok(Ok(majority)) =
             tokio::time::timeout(Duration::from_secs(2), stop_source.majority_point()).await
         {
-            metrics.stop_majority_ts.store(
-                (u64::from(majority.t) << 32) | u64::from(majority.i),
-                std::sync::atomic::Ordering::Relaxed,
-            );
+            metrics.capture.set_stop_majority(majority);
         }
     }
     let _ = shutdown_tx.send(true);
@@ -190,11 +184,7 @@ pub async fn run(policy_path: &Path, shutdown_timeout: Duration) -> anyhow::Resu
                     report.line()
                 );
             }
-            report.log(
-                metrics
-                    .segments_uploaded
-                    .load(std::sync::atomic::Ordering::Relaxed),
-            );
+            report.log(metrics.capture.segments_uploaded.get());
             bail!(
                 "did not store everything majority-committed within {shutdown_timeout:?} (the store {} since {}): {}",
                 match metrics.store.state() {

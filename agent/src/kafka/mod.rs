@@ -12,7 +12,6 @@ pub mod checkpoint;
 pub mod sink;
 pub mod source;
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,7 +64,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    metrics.kafka.enabled.store(1, Relaxed);
+    metrics.kafka.enable();
     let mut source = OffsetSource::new(
         settings.bootstrap.clone(),
         settings.security.clone(),
@@ -119,7 +118,7 @@ pub async fn run(
                 next = started + settings.interval;
             }
             Err(e) => {
-                metrics.kafka.capture_errors.fetch_add(1, Relaxed);
+                metrics.kafka.capture_errors.inc();
                 let wait = backoff.next_wait();
                 tracing::warn!(error = %e, retry_in = ?wait, "Kafka offset capture failed; MongoDB capture is unaffected");
                 // A segment covers an unbroken run of cycles: close it before the gap.

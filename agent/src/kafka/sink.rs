@@ -59,7 +59,7 @@ pub async fn store_batches(
             match stored {
                 Some(Ok(key)) => {
                     tracing::debug!(key = %key, records = batch.records.len(), "kafka offsets durable");
-                    metrics.kafka.segments_uploaded.fetch_add(1, Relaxed);
+                    metrics.kafka.segments_uploaded.inc();
                     metrics
                         .kafka
                         .durable_ms
@@ -67,7 +67,7 @@ pub async fn store_batches(
                     break;
                 }
                 None => {
-                    metrics.kafka.upload_errors.fetch_add(1, Relaxed);
+                    metrics.kafka.upload_errors.inc();
                     tracing::error!(
                         first_ms = batch.first_ms,
                         last_ms = batch.last_ms,
@@ -78,7 +78,7 @@ pub async fn store_batches(
                 }
                 Some(Err(e)) => {
                     attempts += 1;
-                    metrics.kafka.upload_errors.fetch_add(1, Relaxed);
+                    metrics.kafka.upload_errors.inc();
                     if rx.is_closed() && attempts >= 5 {
                         tracing::error!(
                             error = %e,

@@ -298,7 +298,7 @@ async fn inproc_phase(
     ));
     wait_until(Duration::from_secs(30), "capture to start tailing", || {
         let m = metrics.clone();
-        async move { Ok(m.capturing.load(Relaxed) == 1) }
+        async move { Ok(m.capture.capturing.get() == 1) }
     })
     .await?;
 
@@ -315,14 +315,14 @@ async fn inproc_phase(
             _ = tick.tick() => {
                 let now = unix_ms();
                 if now < warm_until { continue; }
-                ops_at_warm.get_or_insert((now, metrics.ops_captured.load(Relaxed)));
-                let wall = metrics.durable_wall_ms.load(Relaxed);
+                ops_at_warm.get_or_insert((now, metrics.capture.ops_captured.get()));
+                let wall = metrics.capture.durable_wall_ms.load(Relaxed);
                 if wall > 0 { gauge.push((now - wall) as f64 / 1000.0); }
             }
         }
     };
     let ops_rate = ops_at_warm.map(|(t0, n0)| {
-        (metrics.ops_captured.load(Relaxed) - n0) as f64 / ((unix_ms() - t0) as f64 / 1000.0)
+        (metrics.capture.ops_captured.get() - n0) as f64 / ((unix_ms() - t0) as f64 / 1000.0)
     });
     let last = mongod.set.last_write(0).await;
     let drain_from = Instant::now();
@@ -332,7 +332,7 @@ async fn inproc_phase(
         "the last write to become durable",
         || {
             let m = metrics.clone();
-            async move { Ok(m.durable_ts.load(Relaxed) >= target) }
+            async move { Ok(m.capture.durable_ts.load(Relaxed) >= target) }
         },
     )
     .await?;

@@ -247,7 +247,7 @@ async fn main() -> anyhow::Result<()> {
     let end = source.majority_point().await?;
     let packed = (u64::from(end.t) << 32) | u64::from(end.i);
     let started = Instant::now();
-    while metrics.durable_ts.load(Relaxed) < packed {
+    while metrics.capture.durable_ts.load(Relaxed) < packed {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(300),
             "capture did not catch up in 5 minutes"
