@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use mc_core::format::WriterInfo;
 use mc_core::policy::{KafkaCluster, Policy, PolicyError};
-use mc_restore::namespaces::{NamespaceError, NamespaceMap};
+use mc_restore::drill::{DrillOptions, DrillPolicyError};
+use mc_restore::namespaces::NamespaceMap;
 
 use crate::capture::batcher::CutRules;
 use crate::capture::upload::UploadSettings;
@@ -41,7 +42,7 @@ pub enum SettingsError {
     #[error(transparent)]
     Policy(#[from] PolicyError),
     #[error(transparent)]
-    Namespaces(#[from] NamespaceError),
+    Drill(#[from] DrillPolicyError),
 }
 
 impl AgentSettings {
@@ -170,10 +171,10 @@ impl KafkaCaptureSettings {
 }
 
 impl DrillPlan {
-    /// The policy's scheduled drills (`drills:`), the same drill as `mc-restore drill --policy`:
-    /// the latest point restored into `drills.scratch_uri`, verified against the source, judged
-    /// against the objectives, Kafka's reset planned (not applied) on `kafka` (the policy's
-    /// cluster). `None` when the policy has no `drills:` section.
+    /// The policy's scheduled drills (`drills:`): the drill [`DrillOptions::from_policy`] builds,
+    /// the same as `mc-restore drill --policy`, into `drills.scratch_uri`, verified against the
+    /// policy's source, Kafka's reset planned (not applied) on `kafka` (the policy's cluster).
+    /// `None` when the policy has no `drills:` section.
     pub fn from_policy(
         policy: &Policy,
         kafka: Option<KafkaCluster>,
@@ -183,29 +184,13 @@ impl DrillPlan {
         };
         Ok(Some(DrillPlan {
             schedule: d.schedule.clone(),
-            options: mc_restore::drill::DrillOptions {
-                system: policy.name.clone(),
-                source_id: policy.source.id.clone(),
-                point: mc_restore::point::RestorePoint::Latest,
-                scratch_uri: scratch.expose().to_owned(),
-                source_uri: Some(policy.mongodb_uri()?.expose().to_owned()),
-                map: if d.restore_users_and_roles {
-                    NamespaceMap::default().with_users_and_roles()?
-                } else {
-                    NamespaceMap::default()
-                },
-                keep: d.keep,
-                scratch_is_source_cluster: false,
-                rto_seconds: policy.objectives.rto.as_secs_f64(),
-                rpo_seconds: policy.objectives.rpo.as_secs_f64(),
-                restore: mc_restore::restore::RestoreOptions::default(),
-                expect_sha256: Vec::new(),
-                kafka: kafka.map(mc_restore::kafka::KafkaResetOptions::drill_plan),
-                command: format!(
-                    "mc-restore drill --policy {} --scratch <drills.scratch_uri>",
-                    policy.file().display()
-                ),
-            },
+            options: DrillOptions::from_policy(
+                policy,
+                scratch.expose().to_owned(),
+                Some(policy.mongodb_uri()?.expose().to_owned()),
+                NamespaceMap::default(),
+                kafka,
+            )?,
         }))
     }
 }

@@ -11,7 +11,6 @@ use clap::{Args, Subcommand};
 use mc_core::policy::Policy;
 use mc_restore::drill::{self, report::Verdict, DrillOptions};
 use mc_restore::point::RestorePoint;
-use mc_restore::restore::RestoreOptions;
 
 // `list` and `show` take only the global --policy and --json; the drill's own options are
 // ignored by them.
@@ -163,19 +162,10 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
         }
     };
     let mut map = args.namespaces.map()?;
-    let policy_asks = policy
-        .drills
-        .as_ref()
-        .is_some_and(|d| d.restore_users_and_roles);
-    if args.restore_users_and_roles || policy_asks {
-        map = map.with_users_and_roles().map_err(|e| {
-            let from = if args.restore_users_and_roles {
-                "--restore-users-and-roles"
-            } else {
-                "the policy's drills.restore_users_and_roles"
-            };
-            anyhow::anyhow!("{from}: {e}")
-        })?;
+    if args.restore_users_and_roles {
+        map = map
+            .with_users_and_roles()
+            .map_err(|e| anyhow::anyhow!("--restore-users-and-roles: {e}"))?;
     }
     let expect_sha256 = args
         .expect_sha256
@@ -190,24 +180,15 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
     let kafka = if args.no_kafka {
         None
     } else {
-        mc_restore::kafka::KafkaResetOptions::drill_plan_of(&policy)?
+        policy.kafka_cluster()?
     };
-    let options = DrillOptions {
-        kafka,
-        system: policy.name.clone(),
-        source_id: policy.source.id.clone(),
-        point: args.at,
-        scratch_uri: scratch,
-        source_uri,
-        map,
-        keep: args.keep,
-        scratch_is_source_cluster: args.scratch_is_source_cluster,
-        rto_seconds: policy.objectives.rto.as_secs_f64(),
-        rpo_seconds: policy.objectives.rpo.as_secs_f64(),
-        restore: RestoreOptions::default(),
-        expect_sha256,
-        command: reproduce(),
-    };
+    // The policy's drill (the one the agent schedules), then the command line's choices.
+    let mut options = DrillOptions::from_policy(&policy, scratch, source_uri, map, kafka)?;
+    options.point = args.at;
+    options.keep = args.keep;
+    options.scratch_is_source_cluster = args.scratch_is_source_cluster;
+    options.expect_sha256 = expect_sha256;
+    options.command = reproduce();
     let report = drill::run(&repo, &options).await;
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use mc_core::catalog::{Coverage, Repository};
 use mc_core::format::{SegmentSpec, StreamKind};
+use mc_core::policy::{KafkaCluster, Policy};
 use mongodb::bson::doc;
 use mongodb::Client;
 use serde_json::json;
@@ -53,6 +54,55 @@ pub struct DrillOptions {
     /// Plan (never apply) the Kafka consumer-group reset a real restore would make: proves the
     /// offsets at the point are readable and match the cluster. `None`: no Kafka in the policy.
     pub kafka: Option<crate::kafka::KafkaResetOptions>,
+}
+
+/// Why the drill a policy describes cannot be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("the policy's drills.restore_users_and_roles: {0}")]
+pub struct DrillPolicyError(#[from] crate::namespaces::NamespaceError);
+
+impl DrillOptions {
+    /// The drill `policy` describes, built here once for `mc-restore drill --policy` and the
+    /// agent's scheduled drills: the policy's system and source, the latest point, restored into
+    /// `scratch_uri` with `map` (plus users and roles when `drills.restore_users_and_roles`),
+    /// verified against `source_uri`, kept when `drills.keep`, judged against the objectives,
+    /// Kafka's reset planned (never applied) on `kafka`, the policy's cluster
+    /// ([`Policy::kafka_cluster`]). The URIs come resolved, so that a caller resolves only the
+    /// secrets it uses (the agent takes the policy's, `mc-restore drill` its flags' first); the
+    /// command line's other choices (point, `--keep`, expectations) override fields afterwards.
+    pub fn from_policy(
+        policy: &Policy,
+        scratch_uri: String,
+        source_uri: Option<String>,
+        map: NamespaceMap,
+        kafka: Option<KafkaCluster>,
+    ) -> Result<Self, DrillPolicyError> {
+        let drills = policy.drills.as_ref();
+        let map = if drills.is_some_and(|d| d.restore_users_and_roles) {
+            map.with_users_and_roles()?
+        } else {
+            map
+        };
+        Ok(Self {
+            system: policy.name.clone(),
+            source_id: policy.source.id.clone(),
+            point: RestorePoint::Latest,
+            scratch_uri,
+            source_uri,
+            map,
+            keep: drills.is_some_and(|d| d.keep),
+            scratch_is_source_cluster: false,
+            rto_seconds: policy.objectives.rto.as_secs_f64(),
+            rpo_seconds: policy.objectives.rpo.as_secs_f64(),
+            restore: RestoreOptions::default(),
+            expect_sha256: Vec::new(),
+            kafka: kafka.map(crate::kafka::KafkaResetOptions::drill_plan),
+            command: format!(
+                "mc-restore drill --policy {} --scratch <drills.scratch_uri>",
+                policy.file().display()
+            ),
+        })
+    }
 }
 
 /// The repository key of a drill's report.

@@ -67,14 +67,6 @@ impl KafkaResetOptions {
         }
     }
 
-    /// The plan-only reset a drill makes: the policy's cluster, groups and `kafka.security`;
-    /// `None` when the policy has no `kafka:` section.
-    pub fn drill_plan_of(
-        policy: &mc_core::policy::Policy,
-    ) -> Result<Option<Self>, mc_core::policy::PolicyError> {
-        Ok(policy.kafka_cluster()?.map(Self::drill_plan))
-    }
-
     /// The plan-only reset a drill makes of `cluster` (the policy's, from
     /// [`mc_core::policy::Policy::kafka_cluster`]): its brokers, groups and security.
     pub fn drill_plan(cluster: mc_core::policy::KafkaCluster) -> Self {
