@@ -16,6 +16,7 @@ pub mod mongod;
 pub mod restore;
 pub mod seaweed;
 pub mod workload;
+pub mod writer;
 
 /// The hint printed whenever a service variable is missing.
 pub const SERVICES_HINT: &str =

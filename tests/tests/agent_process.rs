@@ -13,9 +13,9 @@ use mc_core::catalog::{Catalog, Repository, Timeline};
 use mc_core::format::{OplogTs, StreamKind};
 use mc_core::storage::local::LocalDir;
 use mc_tests::agent::{free_port, http_get, write_test_policy};
+use mc_tests::writer::{Steady, SteadyWriter};
 use mc_tests::*;
 use mongodb::bson::{doc, RawDocumentBuf};
-use tokio::sync::watch;
 
 fn write_policy(dir: &Path, source_id: &str, port: u16) -> std::path::PathBuf {
     let extra = format!(
@@ -68,23 +68,14 @@ async fn sigterm_and_sigkill_restarts_keep_the_timeline_exact() {
 
     let client = mongo_client().await;
     let db = unique_db("proc");
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let coll = client
-        .database(&db)
-        .collection::<mongodb::bson::Document>("c");
-    let writer = tokio::spawn(async move {
-        let mut i = 0i64;
-        while !*stop_rx.borrow() {
-            coll.insert_one(doc! {"_id": i, "pad": "y".repeat(100)})
-                .await
-                .unwrap();
-            coll.update_one(doc! {"_id": i / 2}, doc! {"$inc": {"n": 1}})
-                .await
-                .unwrap();
-            i += 1;
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    });
+    let writer = SteadyWriter::start(
+        client.database(&db).collection("c"),
+        Steady {
+            pause: Duration::from_millis(1),
+            pad: 100,
+            update: true,
+        },
+    );
 
     let mut first_snapshot = None;
     for round in 0..10 {
@@ -157,8 +148,7 @@ async fn sigterm_and_sigkill_restarts_keep_the_timeline_exact() {
         }
     }
 
-    stop_tx.send(true).unwrap();
-    writer.await.unwrap();
+    writer.stop().await;
     let end = source.majority_point().await.unwrap();
     let mut agent = start_agent(&policy, &log);
     wait_for("final catch-up", Duration::from_secs(30), || {
