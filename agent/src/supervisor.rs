@@ -3,9 +3,15 @@
 //! captures while renewals succeed, aborts capture the moment the lease is lost (a deposed
 //! capturer writes nothing more), and on shutdown flushes, then releases the lease so a standby
 //! takes over at once.
+//!
+//! The holder's deadline is a timer of its own: the lease is certainly ours until the moment
+//! the last successful renewal (or the acquisition) was sent plus the TTL, and capture stops a
+//! third of the TTL before that whether or not a renewal call is still waiting for Redis. A
+//! renewal that hangs can therefore never keep this agent storing past the point where another
+//! agent could take the lease.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mc_core::catalog::Repository;
 use tokio::sync::watch;
@@ -14,7 +20,7 @@ use crate::capture::oplog::OplogSource;
 use crate::capture::{self, CaptureError, CaptureSettings};
 use crate::drills::{self, DrillPlan};
 use crate::kafka::{self, KafkaCaptureSettings};
-use crate::lease::{Lease, LeaseStore};
+use crate::lease::{Lease, LeaseError, LeaseStore};
 use crate::metrics::Metrics;
 use crate::snapshot::{self, SnapshotPlan};
 
@@ -74,6 +80,7 @@ pub async fn run(
     };
     let period = store.ttl() / 3;
     while !*shutdown.borrow() {
+        let sent = Instant::now();
         let acquired = match store.try_acquire(&holder).await {
             Ok(l) => l,
             Err(e) => {
@@ -99,7 +106,7 @@ pub async fn run(
             kafka: &kafka,
             metrics: &metrics,
         };
-        let result = hold(parts, &store, &lease, &mut shutdown).await;
+        let result = hold(parts, &store, &lease, sent, &mut shutdown).await;
         metrics.lease.held.set(0);
         // Retention is the holder's: a deposed agent's count would go stale.
         metrics.retention.forget_incomplete();
@@ -119,12 +126,31 @@ struct Held<'a> {
     metrics: &'a Arc<Metrics>,
 }
 
-/// Captures while the lease holds. Returns on shutdown (after flushing and releasing) or when
-/// the lease is lost (after aborting capture).
+/// The moment until which a lease confirmed by a call sent at `sent` is certainly ours, less a
+/// margin (a third of the TTL) for clock drift between us and Redis and for stopping capture.
+fn valid_until(sent: Instant, ttl: Duration) -> Instant {
+    sent + ttl - ttl / 3
+}
+
+/// Renews the lease at `at`; returns when the renewal was sent and its answer.
+async fn renew_at(
+    store: &LeaseStore,
+    lease: &Lease,
+    at: Instant,
+) -> (Instant, Result<bool, LeaseError>) {
+    tokio::time::sleep_until(at.into()).await;
+    let sent = Instant::now();
+    (sent, store.renew(lease).await)
+}
+
+/// Captures while the lease holds (acquired by a call sent at `acquired`). Returns on shutdown
+/// (after flushing and releasing) or when the lease is lost or could expire (after aborting
+/// capture).
 async fn hold(
     parts: Held<'_>,
     store: &LeaseStore,
     lease: &Lease,
+    acquired: Instant,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), CaptureError> {
     let Held {
@@ -168,10 +194,17 @@ async fn hold(
         metrics.clone(),
         stop_rx,
     ));
-    let period = store.ttl() / 3;
-    // Until when the lease is certainly ours: the last successful renewal plus the TTL, less a
-    // margin for clock drift between us and Redis.
-    let mut valid_until = Instant::now() + store.ttl() - period;
+    let ttl = store.ttl();
+    let period = ttl / 3;
+    let mut deadline = valid_until(acquired, ttl);
+    // One renewal always pending: the next, or the one waiting for Redis.
+    let renewal = renew_at(store, lease, acquired + period);
+    tokio::pin!(renewal);
+    let stop_capture = |task: &tokio::task::JoinHandle<_>| {
+        task.abort();
+        // An aborted capture never reaches its own reset of the flag.
+        metrics.capture.capturing.set(0);
+    };
     loop {
         tokio::select! {
             done = &mut task => {
@@ -191,27 +224,28 @@ async fn hold(
                 }
                 return result.map_err(|e| CaptureError::Source(format!("capture task failed: {e}")))?.map(|_| ());
             }
-            _ = tokio::time::sleep(period) => {
-                match store.renew(lease).await {
-                    Ok(true) => valid_until = Instant::now() + store.ttl() - period,
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                tracing::error!(
+                    fence = lease.fence,
+                    since_renewed = ?(ttl - period),
+                    "cannot renew the capture lease before it expires; stopping capture"
+                );
+                stop_capture(&task);
+                let _ = task.await;
+                return Ok(());
+            }
+            (sent, renewed) = &mut renewal => {
+                match renewed {
+                    Ok(true) => deadline = deadline.max(valid_until(sent, ttl)),
                     Ok(false) => {
                         tracing::error!(fence = lease.fence, "LOST the capture lease (another agent holds it); stopping capture now");
-                        task.abort();
+                        stop_capture(&task);
                         let _ = task.await;
-                        // An aborted capture never reaches its own reset of the flag.
-                        metrics.capture.capturing.set(0);
-                        return Ok(());
-                    }
-                    Err(e) if Instant::now() >= valid_until => {
-                        tracing::error!(error = %e, "cannot renew the capture lease before it expires; stopping capture");
-                        task.abort();
-                        let _ = task.await;
-                        // An aborted capture never reaches its own reset of the flag.
-                        metrics.capture.capturing.set(0);
                         return Ok(());
                     }
                     Err(e) => tracing::warn!(error = %e, "lease renewal failed; retrying"),
                 }
+                renewal.set(renew_at(store, lease, sent + period));
             }
         }
     }

@@ -1,11 +1,17 @@
 //! The Redis lease under an outage (issue #15): two `mc-agent run` processes share a policy whose
-//! lease is in a private Redis; one captures. Redis then stops answering (the process is frozen
-//! with SIGSTOP, so connections hang as in a network partition) for several lease TTLs. The
-//! holder must stop capturing before its lease could expire, the standby must not take over
+//! lease is in a private Redis; one captures. Redis then stops answering for longer than the
+//! lease TTL, in one of two ways: the process frozen with SIGSTOP (connections hang, as in a
+//! network partition), or killed with SIGKILL and started again later on the same port and
+//! data (connections refused, then the agents' connections are dead: they must open new ones).
+//! The holder must stop capturing before its lease could expire, the standby must not take over
 //! while Redis is away, never are both capturing; once Redis answers again one agent takes the
 //! lease with a larger fencing token and capture catches up (RPO back under a few seconds), and
 //! the repository's timeline is one continuous run whose writers (fencing tokens) never
 //! interleave.
+//!
+//! The private Redis keeps an append-only file (`appendfsync always`), as the lease's Redis
+//! must in production: a Redis that restarts without its data forgets the fencing counter and
+//! the lease (docs/operations.md, "When Redis is down").
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,39 +23,65 @@ use mc_core::catalog::{Catalog, Repository, Timeline};
 use mc_core::format::{OplogTs, StreamKind};
 use mc_core::storage::local::LocalDir;
 use mc_tests::agent::{free_port, http_get, metric_value, write_test_policy};
+use mc_tests::writer::{Steady, SteadyWriter};
 use mc_tests::*;
-use mongodb::bson::doc;
-use tokio::sync::watch;
 
 /// The lease TTL of the test policy; the agent renews every TTL/3.
 const TTL: Duration = Duration::from_secs(5);
-/// How long Redis does not answer: four TTLs.
-const OUTAGE: Duration = Duration::from_secs(20);
+/// How long a frozen Redis does not answer: four TTLs.
+const FREEZE: Duration = Duration::from_secs(20);
+/// How long a killed Redis stays down before it is started again: two TTLs.
+const DOWN: Duration = Duration::from_secs(10);
 
-/// A `redis-server` of this test alone, on a free port, without persistence; stopped on drop.
+/// How Redis goes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outage {
+    /// SIGSTOP, then SIGCONT.
+    Freeze,
+    /// SIGKILL, then a new process on the same port and data.
+    Restart,
+}
+
+/// A `redis-server` of this test alone, on a free port, with an append-only file in a directory
+/// of its own; killed on drop.
 struct PrivateRedis {
     port: u16,
     pid: u32,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl PrivateRedis {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let pidfile = dir.path().join("redis.pid");
+        let pid = Self::spawn(dir.path(), port);
+        Self { port, pid, dir }
+    }
+
+    /// Starts `redis-server` daemonized on `port` with its data in `dir`; returns its pid once
+    /// it accepts connections.
+    fn spawn(dir: &Path, port: u16) -> u32 {
+        let pidfile = dir.join("redis.pid");
+        let _ = std::fs::remove_file(&pidfile);
         let status = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"])
-            .arg(dir.path())
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "yes"])
-            .arg("--pidfile")
+            .arg(dir)
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .args(["--daemonize", "yes", "--pidfile"])
             .arg(&pidfile)
             .stdout(Stdio::null())
             .status()
             .expect("redis-server is installed");
         assert!(status.success(), "redis-server did not start");
         let t0 = Instant::now();
-        let pid = loop {
+        loop {
             let pid = std::fs::read_to_string(&pidfile)
                 .ok()
                 .and_then(|p| p.trim().parse().ok());
@@ -57,18 +89,13 @@ impl PrivateRedis {
                 pid,
                 std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
             ) {
-                break pid;
+                return pid;
             }
             assert!(
                 t0.elapsed() < Duration::from_secs(10),
                 "private redis-server on port {port} did not come up"
             );
             std::thread::sleep(Duration::from_millis(20));
-        };
-        Self {
-            port,
-            pid,
-            _dir: dir,
         }
     }
 
@@ -83,6 +110,32 @@ impl PrivateRedis {
             .unwrap()
             .success();
         assert!(ok, "kill {sig} {}", self.pid);
+    }
+
+    /// Takes Redis away as `outage` says.
+    fn take_away(&self, outage: Outage) {
+        match outage {
+            Outage::Freeze => self.signal("-STOP"),
+            Outage::Restart => {
+                self.signal("-KILL");
+                let t0 = Instant::now();
+                while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    assert!(
+                        t0.elapsed() < Duration::from_secs(10),
+                        "killed redis-server still accepts connections"
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+
+    /// Brings Redis back after [`PrivateRedis::take_away`].
+    fn bring_back(&mut self, outage: Outage) {
+        match outage {
+            Outage::Freeze => self.signal("-CONT"),
+            Outage::Restart => self.pid = Self::spawn(self.dir.path(), self.port),
+        }
     }
 
     /// Milliseconds the lease key has left (`PTTL`), or a negative value when it has none.
@@ -229,7 +282,18 @@ async fn poll_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_stops_the_holder_in_time_and_capture_resumes_without_a_gap() {
-    let redis = PrivateRedis::start();
+    lease_through(Outage::Freeze, FREEZE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_redis_is_reached_again_and_capture_resumes_with_a_larger_token() {
+    lease_through(Outage::Restart, DOWN).await;
+}
+
+/// Two agents capture under a steady load while Redis goes away for `outage_for` as `outage`
+/// says, then comes back.
+async fn lease_through(outage: Outage, outage_for: Duration) {
+    let mut redis = PrivateRedis::start();
     let dir = tempfile::tempdir().unwrap();
     let source_id = unique_db("outage").replace('_', "-");
     let (port_a, port_b) = (free_port(), free_port());
@@ -268,20 +332,14 @@ lease:\n  redis_url: {{ env: MC_TEST_LEASE_REDIS }}\n  ttl: {}s\n",
     // A workload writing throughout.
     let client = mongo_client().await;
     let db = unique_db("outage");
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let coll = client
-        .database(&db)
-        .collection::<mongodb::bson::Document>("c");
-    let writer = tokio::spawn(async move {
-        let mut i = 0i64;
-        while !*stop_rx.borrow() {
-            coll.insert_one(doc! {"_id": i, "pad": "x".repeat(100)})
-                .await
-                .unwrap();
-            i += 1;
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    });
+    let writer = SteadyWriter::start(
+        client.database(&db).collection("c"),
+        Steady {
+            pause: Duration::from_millis(2),
+            pad: 100,
+            update: false,
+        },
+    );
 
     let a = Agent::start("agent-a", &policy_a, &redis.url(), port_a, dir.path());
     let b = Agent::start("agent-b", &policy_b, &redis.url(), port_b, dir.path());
@@ -343,7 +401,7 @@ lease:\n  redis_url: {{ env: MC_TEST_LEASE_REDIS }}\n  ttl: {}s\n",
     let read = Instant::now();
     let pttl = redis.lease_pttl(&source_id).await;
     assert!(pttl > 0, "the lease key has a TTL: {pttl}");
-    redis.signal("-STOP");
+    redis.take_away(outage);
     let frozen = Instant::now();
     let expires_no_earlier = read + Duration::from_millis(pttl as u64);
     let (stopped_after, _, _) = poll_until(
@@ -365,7 +423,7 @@ lease:\n  redis_url: {{ env: MC_TEST_LEASE_REDIS }}\n  ttl: {}s\n",
     // after the stop; then nothing more for the rest of the outage. The standby stores nothing
     // and neither holds the lease.
     let (mut last_count, mut last_change) = (at_stop, stopped_after);
-    let (_, h_end, s_end) = poll_until("the outage lasts", OUTAGE, holder, standby, |x, y| {
+    let (_, h_end, s_end) = poll_until("the outage lasts", outage_for, holder, standby, |x, y| {
         assert!(
             !x.lease_held && !y.lease_held,
             "nobody holds the lease while Redis is away"
@@ -374,7 +432,7 @@ lease:\n  redis_url: {{ env: MC_TEST_LEASE_REDIS }}\n  ttl: {}s\n",
         if x.segments != last_count {
             (last_count, last_change) = (x.segments, frozen.elapsed());
         }
-        frozen.elapsed() >= OUTAGE
+        frozen.elapsed() >= outage_for
     })
     .await;
     assert!(
@@ -382,7 +440,7 @@ lease:\n  redis_url: {{ env: MC_TEST_LEASE_REDIS }}\n  ttl: {}s\n",
         "the deposed holder stored segments until {last_change:?} after the freeze, {stopped_after:?} after which it had stopped"
     );
     eprintln!(
-        "outage: lease pttl {pttl} ms at freeze; holder {} stopped {stopped_after:?} after the freeze ({:?} before the lease could expire); segments {} at stop, {} at end (last stored {last_change:?} after the freeze); capturing flag after stop: holder {} standby {}",
+        "{outage:?} outage: lease pttl {pttl} ms at freeze; holder {} stopped {stopped_after:?} after the freeze ({:?} before the lease could expire); segments {} at stop, {} at end (last stored {last_change:?} after the freeze); capturing flag after stop: holder {} standby {}",
         holder.name,
         expires_no_earlier - stopped,
         at_stop,
@@ -398,7 +456,7 @@ lease:\n  redis_url: {{ env: MC_TEST_LEASE_REDIS }}\n  ttl: {}s\n",
     );
 
     // Redis answers again: one agent takes the lease with a larger token and catches up.
-    redis.signal("-CONT");
+    redis.bring_back(outage);
     let resumed = Instant::now();
     let (took, sa, sb) = poll_until("an agent takes the lease again", TTL * 3, &a, &b, |x, y| {
         x.lease_held || y.lease_held
@@ -433,8 +491,7 @@ lease:\n  redis_url: {{ env: MC_TEST_LEASE_REDIS }}\n  ttl: {}s\n",
     })
     .await;
 
-    stop_tx.send(true).unwrap();
-    writer.await.unwrap();
+    writer.stop().await;
     let end = source.majority_point().await.unwrap();
     poll_until(
         "the last writes are durable",
