@@ -8,6 +8,7 @@
 
 pub mod batcher;
 pub mod oplog;
+pub mod spool;
 pub mod upload;
 
 use std::sync::atomic::Ordering::Relaxed;

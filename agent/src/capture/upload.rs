@@ -23,6 +23,7 @@ use mc_core::storage::RetryPolicy;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::batcher::Batch;
+use super::spool::SpoolFull;
 use crate::metrics::Metrics;
 
 /// How segments are written.
@@ -190,7 +191,18 @@ async fn seal_and_store(
                 batch = back;
                 metrics.capture.upload_errors.inc();
                 let wait = backoff.next_wait();
-                tracing::error!(error = %e, first = %summary.first, retry_in = ?wait, "sealing oplog segment failed; retrying");
+                match SpoolFull::of(&s.spool_dir, &e) {
+                    // Nothing is lost: the records stay here, the rest in the oplog.
+                    Some(full) => tracing::error!(
+                        error = %full,
+                        first = %summary.first,
+                        retry_in = ?wait,
+                        "cannot seal an oplog segment into the spool; keeping it in memory and retrying (capture waits, the oplog holds the rest)"
+                    ),
+                    None => {
+                        tracing::error!(error = %e, first = %summary.first, retry_in = ?wait, "sealing oplog segment failed; retrying")
+                    }
+                }
                 tokio::time::sleep(wait).await;
             }
         }
