@@ -12,6 +12,8 @@
 //! - [`replay`]: the oplog from the snapshot's start through the cut.
 //! - [`users`]: users and roles, when asked for, merged into the target's at the end.
 //! - [`restore`]: the phases together, with timings, as one `RestoreSummary`.
+//! - [`journal`]: what a restore has finished, kept on the target, so `--resume` continues
+//!   an interrupted one.
 //! - [`kafka`]: consumer groups reset to their offsets at the same point (`OffsetsAt`,
 //!   `KafkaResetPlan`, `reset_offsets`).
 //! - [`drill`]: a timed, verified restore into a scratch target, judged against the RTO/RPO,
@@ -20,6 +22,7 @@
 
 pub mod drill;
 pub mod errors;
+pub mod journal;
 pub mod kafka;
 pub mod load;
 pub mod namespaces;

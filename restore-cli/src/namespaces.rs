@@ -110,6 +110,25 @@ impl NamespaceMap {
         }
     }
 
+    /// The scope and renaming in words (the restore journal compares it on `--resume`):
+    /// `--ns shop.* --exclude-ns shop.tmp --ns-from shop --ns-to shop2`, `all` for no pattern.
+    pub fn describe(&self) -> String {
+        let mut words: Vec<String> = Vec::new();
+        words.extend(self.include.iter().map(|p| format!("--ns {p}")));
+        words.extend(self.exclude.iter().map(|p| format!("--exclude-ns {p}")));
+        if let Some((from, to)) = &self.rename {
+            words.push(format!("--ns-from {from} --ns-to {to}"));
+        }
+        if self.users_and_roles {
+            words.push("--restore-users-and-roles".into());
+        }
+        if words.is_empty() {
+            "all".into()
+        } else {
+            words.join(" ")
+        }
+    }
+
     /// Whether users and roles are restored.
     pub fn users_and_roles(&self) -> bool {
         self.users_and_roles
