@@ -12,6 +12,8 @@
 //! - [`replay`]: the oplog from the snapshot's start through the cut.
 //! - [`users`]: users and roles, when asked for, merged into the target's at the end.
 //! - [`restore`]: the phases together, with timings, as one `RestoreSummary`.
+//! - [`progress`]: what a person (a bar, log lines) or a script (`--json` events) sees of the
+//!   phases while they run: position, rate, ETA.
 //! - [`journal`]: what a restore has finished, kept on the target, so `--resume` continues
 //!   an interrupted one.
 //! - [`kafka`]: consumer groups reset to their offsets at the same point (`OffsetsAt`,
@@ -28,6 +30,7 @@ pub mod load;
 pub mod namespaces;
 pub mod plan;
 pub mod point;
+pub mod progress;
 pub mod replay;
 pub mod restore;
 pub mod target;

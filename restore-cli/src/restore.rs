@@ -4,9 +4,11 @@
 //! consumer groups to the same point, or, for a drill, plan that reset without applying it.
 //!
 //! Each phase is timed under one of the names of [`PhaseName`] and reported to an
-//! [`Observer`] as it ends; the `RestoreSummary` is what `--json` prints and drills record.
+//! [`Observer`] as it starts and ends; the phases count what they do into [`Progress`], which a
+//! [`crate::progress::Monitor`] shows; the `RestoreSummary` is what `--json` prints and drills
+//! record.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -20,6 +22,7 @@ use crate::load::{load, LoadError, LoadProgress, LoadSettings, LoadStats};
 use crate::namespaces::NamespaceMap;
 use crate::plan::RestorePlan;
 use crate::point::RestorePoint;
+use crate::progress::{self, Gauge, Meter, Monitor, Reading};
 use crate::replay::{replay, ReplayError, ReplaySettings, ReplayStats};
 use crate::target::{prepare, TargetError};
 use crate::users::{UsersAndRolesStats, UsersError};
@@ -117,13 +120,82 @@ pub trait Observer: Send + Sync {
 pub struct Quiet;
 impl Observer for Quiet {}
 
-/// Counters a display can read while a restore runs.
+/// The monitor shows the phases it is told of.
+impl Observer for Monitor {
+    fn phase_started(&self, phase: PhaseName) {
+        self.started(phase.as_str());
+    }
+    fn phase_done(&self, phase: PhaseName, seconds: f64) {
+        self.done(phase.as_str(), seconds);
+    }
+}
+
+/// Counters a display can read while a restore (or a drill, or `verify-data`) runs, with the
+/// totals each phase plans.
 #[derive(Debug, Default)]
 pub struct Progress {
     /// Documents and bytes inserted by the load.
     pub load: Arc<LoadProgress>,
     /// Oplog entries read by replay.
     pub entries: AtomicU64,
+    /// Indexes built, of those recorded; the running build as the server reports it.
+    pub indexes: Arc<Meter>,
+    /// Namespaces compared by verification; the one being compared.
+    pub verify: Arc<Meter>,
+    planned: Mutex<Planned>,
+}
+
+/// What the plan says the load and replay have to do.
+#[derive(Debug, Default, Clone, Copy)]
+struct Planned {
+    documents: u64,
+    bytes: u64,
+    /// Entries of the chosen oplog segments: replay reads at most these.
+    entries: u64,
+}
+
+impl Progress {
+    /// Takes the load's and replay's totals from `plan`.
+    pub fn plan(&self, plan: &RestorePlan) {
+        let collections = || plan.collections.iter().map(|c| &c.entry);
+        *self
+            .planned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Planned {
+            documents: collections().map(|c| c.count).sum(),
+            bytes: collections().map(|c| c.bytes).sum(),
+            entries: plan.ops_upper_bound,
+        };
+    }
+}
+
+impl Gauge for Progress {
+    fn reading(&self, phase: &str) -> Option<Reading> {
+        let planned = *self
+            .planned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match phase {
+            p if p == PhaseName::Load.as_str() => Some(Reading {
+                done: self.load.documents.load(Relaxed),
+                total: Some(planned.documents),
+                unit: "docs",
+                bytes: Some(self.load.bytes.load(Relaxed)),
+                bytes_total: Some(planned.bytes),
+                ..Reading::default()
+            }),
+            p if p == PhaseName::Replay.as_str() => Some(Reading {
+                done: self.entries.load(Relaxed),
+                total: Some(planned.entries),
+                at_most: true,
+                unit: "entries",
+                ..Reading::default()
+            }),
+            p if p == PhaseName::Indexes.as_str() => Some(self.indexes.reading("indexes")),
+            p if p == PhaseName::Verify.as_str() => Some(self.verify.reading("namespaces")),
+            _ => None,
+        }
+    }
 }
 
 /// The Kafka step of a restore.
@@ -241,6 +313,7 @@ pub async fn run(
     progress: Arc<Progress>,
     observer: &dyn Observer,
 ) -> Result<RestoreSummary, RestoreError> {
+    progress.plan(plan);
     let now = Instant::now();
     let mut clock = Clock {
         observer,
@@ -296,22 +369,34 @@ pub async fn run(
         map,
         options.replay,
         &mut catalog,
-        move |n| {
-            if n % 1024 == 0 {
-                entries
-                    .entries
-                    .store(n, std::sync::atomic::Ordering::Relaxed);
-            }
-        },
+        move |n| entries.entries.store(n, Relaxed),
     )
     .await?;
     clock.done(PhaseName::Replay);
 
+    let pending: Vec<(String, u64)> = catalog
+        .pending_indexes()
+        .map(|(ns, specs)| (ns.clone(), specs.len() as u64))
+        .collect();
+    progress.indexes.plan(pending.iter().map(|(_, n)| n).sum());
+    // The server's own account of each build (its stage, how far its scan is), polled on
+    // another connection; a time-series collection's indexes are built on its buckets.
+    let builds = progress::indexes::watch(
+        target.clone(),
+        pending
+            .iter()
+            .flat_map(|(ns, _)| progress::indexes::build_namespaces(ns))
+            .collect(),
+        progress.indexes.clone(),
+    );
     clock.start(PhaseName::Indexes);
     let indexes = catalog
         .build_indexes(target)
         .await
         .map_err(ReplayError::from)?;
+    drop(builds);
+    progress.indexes.set_step(None);
+    progress.indexes.add(indexes);
     clock.done(PhaseName::Indexes);
 
     let users_and_roles = if map.users_and_roles() {

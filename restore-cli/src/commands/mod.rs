@@ -6,6 +6,7 @@ pub mod kafka_args;
 pub mod kafka_offsets;
 pub mod kafka_security;
 pub mod list;
+pub mod progress;
 pub mod restore;
 pub mod verify;
 pub mod verify_data;

@@ -1,26 +1,21 @@
 //! `mc-restore --at T --target URI`: plan, then (unless `--dry-run`) prepare the target, load
-//! the snapshot and replay the oplog, with a progress bar per phase on a terminal and a final
-//! summary (`--json`: machine-readable). With `--kafka-groups`, the Kafka consumer groups are
+//! the snapshot and replay the oplog, with each phase's progress shown as it runs
+//! (`commands::progress`) and a final summary (`--json`: machine-readable). With `--kafka-groups`, the Kafka consumer groups are
 //! then reset to their offsets at the same point (`mc_restore::kafka`; docs/restore.md,
 //! "MongoDB and Kafka together").
 
-use std::io::IsTerminal;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use mc_core::cli::SourceOpts;
 use mc_restore::kafka::{self, KafkaPoint, KafkaResetReport};
 use mc_restore::load::LoadSettings;
 use mc_restore::plan::RestorePlan;
 use mc_restore::point::{format_ts, RestorePoint};
 use mc_restore::replay::ReplaySettings;
-use mc_restore::restore::{
-    self, KafkaStep, Observer, PhaseName, Progress, RestoreOptions, UsersMerge,
-};
+use mc_restore::restore::{self, KafkaStep, Progress, RestoreOptions, UsersMerge};
 use mc_restore::target;
 
 use super::kafka_args;
@@ -70,9 +65,13 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Print the final summary as JSON on stdout.
+    /// Print the final summary as JSON on stdout, and progress as JSON events on stderr (one
+    /// object per line).
     #[arg(long)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub progress: super::progress::ProgressArgs,
 
     /// Parallel replay partitions (default: the target's CPU cores, from `hostInfo`, 2 to 8).
     #[arg(long, value_name = "N")]
@@ -199,19 +198,8 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         target::redact(uri)
     );
 
-    let show = std::io::stderr().is_terminal() && !args.json;
-    let docs_total: u64 = plan.collections.iter().map(|c| c.entry.count).sum();
-    let display = Arc::new(PhaseDisplay::new(show, docs_total, plan.ops_upper_bound));
     let progress = Arc::new(Progress::default());
-    let ticker = {
-        let (progress, display) = (progress.clone(), display.clone());
-        tokio::spawn(async move {
-            loop {
-                display.tick(&progress);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
+    let (monitor, ticker) = args.progress.start(args.json, progress.clone());
     let options = RestoreOptions {
         drop: args.drop,
         load: LoadSettings {
@@ -229,11 +217,11 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         kafka: kafka_options.clone().map(|options| KafkaStep { options }),
     };
     let result = restore::run(
-        &repo, &client, &plan, point, &map, &options, progress, &*display,
+        &repo, &client, &plan, point, &map, &options, progress, &*monitor,
     )
     .await;
-    ticker.abort();
-    display.clear();
+    drop(ticker);
+    monitor.finish();
     let summary = result.map_err(|e| {
         let context = if e.target_written() {
             format!(
@@ -367,115 +355,5 @@ fn list_or_none(groups: &[String]) -> String {
         "none".into()
     } else {
         groups.join(", ")
-    }
-}
-
-/// What a person at a terminal sees during a restore: one line per phase, with a bar, counts
-/// in human units, a rate and an ETA where the phase has a known size (load: documents; replay:
-/// oplog entries, an upper bound), a spinner with the elapsed time where it has none (index
-/// builds, users, Kafka). Without a terminal (or with `--json`), a log line as each phase starts
-/// and ends instead.
-struct PhaseDisplay {
-    bar: ProgressBar,
-    docs_total: u64,
-    entries_total: u64,
-    phase: std::sync::Mutex<Option<PhaseName>>,
-}
-
-impl PhaseDisplay {
-    fn new(show: bool, docs_total: u64, entries_total: u64) -> Self {
-        Self {
-            bar: if show {
-                ProgressBar::new_spinner()
-            } else {
-                ProgressBar::hidden()
-            },
-            docs_total,
-            entries_total,
-            phase: Default::default(),
-        }
-    }
-
-    fn tick(&self, progress: &Progress) {
-        let phase = *self
-            .phase
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match phase {
-            Some(PhaseName::Load) => self.bar.set_position(progress.load.documents.load(Relaxed)),
-            Some(PhaseName::Replay) => self.bar.set_position(progress.entries.load(Relaxed)),
-            _ => self.bar.tick(),
-        }
-    }
-
-    fn clear(&self) {
-        self.bar.finish_and_clear();
-    }
-}
-
-impl Observer for PhaseDisplay {
-    fn phase_started(&self, phase: PhaseName) {
-        *self
-            .phase
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(phase);
-        let (len, template) = match phase {
-            PhaseName::Load => (
-                Some(self.docs_total),
-                "{prefix:8} {bar:30} {human_pos}/{human_len} documents  {rate}  ETA {eta}",
-            ),
-            PhaseName::Replay => (
-                Some(self.entries_total),
-                "{prefix:8} {bar:30} {human_pos}/{human_len} oplog entries (at most)  {rate}  ETA {eta}",
-            ),
-            _ => (None, "{prefix:8} {spinner} {elapsed}"),
-        };
-        if self.bar.is_hidden() {
-            tracing::info!(phase = phase.as_str(), "phase started");
-            return;
-        }
-        if let Ok(style) = ProgressStyle::with_template(template) {
-            self.bar.set_style(style.with_key(
-                "rate",
-                |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                    let _ = write!(w, "{}/s", human_count(state.per_sec()));
-                },
-            ));
-        }
-        self.bar.reset();
-        self.bar.set_length(len.unwrap_or(0));
-        self.bar.set_prefix(phase.as_str());
-    }
-
-    fn phase_done(&self, phase: PhaseName, seconds: f64) {
-        if self.bar.is_hidden() {
-            tracing::info!(phase = phase.as_str(), seconds, "phase done");
-        } else {
-            self.bar.println(format!(
-                "{:8} done in {}",
-                phase.as_str(),
-                human_seconds(seconds)
-            ));
-        }
-    }
-}
-
-/// 68721.9 → "68.7 k"; 950 → "950".
-fn human_count(n: f64) -> String {
-    match n {
-        n if n >= 1e9 => format!("{:.1} G", n / 1e9),
-        n if n >= 1e6 => format!("{:.1} M", n / 1e6),
-        n if n >= 1e3 => format!("{:.1} k", n / 1e3),
-        n => format!("{n:.0}"),
-    }
-}
-
-/// 0.42 → "0.4 s"; 125 → "2 min 5 s"; 7300 → "2 h 1 min".
-fn human_seconds(s: f64) -> String {
-    let whole = s.round() as u64;
-    match whole {
-        0..60 => format!("{s:.1} s"),
-        60..3600 => format!("{} min {} s", whole / 60, whole % 60),
-        _ => format!("{} h {} min", whole / 3600, whole % 3600 / 60),
     }
 }

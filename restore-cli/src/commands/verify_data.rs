@@ -1,10 +1,15 @@
 //! `mc-restore verify-data --at T --source-uri URI --target URI`: the proof that a restore is
 //! right. Compares the target with the source as it was at T (snapshot reads), namespace by
-//! namespace; see `mc_restore::verify_data` and docs/restore.md ("Proving a restore").
+//! namespace, showing how many are compared as it goes (`commands::progress`); see
+//! `mc_restore::verify_data` and docs/restore.md ("Proving a restore").
+
+use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
 use mc_restore::point::RestorePoint;
+use mc_restore::restore::{PhaseName, Progress};
 use mc_restore::target::redact;
 use mc_restore::verify_data::{self, DataReport, Status};
 
@@ -37,9 +42,12 @@ pub struct VerifyDataArgs {
     #[command(flatten)]
     pub namespaces: super::NamespaceArgs,
 
-    /// Print the report as JSON on stdout.
+    /// Print the report as JSON on stdout, and progress as JSON events on stderr.
     #[arg(long)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub progress: super::progress::ProgressArgs,
 }
 
 /// Runs the comparison; returns the exit code (0 all verifiable namespaces match, 3 a mismatch).
@@ -57,15 +65,23 @@ pub async fn run(args: VerifyDataArgs) -> anyhow::Result<i32> {
         redact(&args.source_uri),
         mc_core::format::OplogTs::from(at).text(),
     );
-    let report = verify_data::verify(&source, &target, point, at, &map)
-        .await
-        .with_context(|| {
-            format!(
-                "verifying {} against {}",
-                redact(&args.target),
-                redact(&args.source_uri)
-            )
-        })?;
+    let progress = Arc::new(Progress::default());
+    let (monitor, ticker) = args.progress.start(args.json, progress.clone());
+    let phase = PhaseName::Verify.as_str();
+    monitor.started(phase);
+    let started = Instant::now();
+    let report =
+        verify_data::verify_counted(&source, &target, point, at, &map, &progress.verify).await;
+    monitor.done(phase, started.elapsed().as_secs_f64());
+    drop(ticker);
+    monitor.finish();
+    let report = report.with_context(|| {
+        format!(
+            "verifying {} against {}",
+            redact(&args.target),
+            redact(&args.source_uri)
+        )
+    })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

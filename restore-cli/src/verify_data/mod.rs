@@ -46,6 +46,7 @@ use mongodb::{Client, ClientSession};
 
 use crate::namespaces::NamespaceMap;
 use crate::point::RestorePoint;
+use crate::progress::{Meter, Step};
 use mc_core::format::OplogTs;
 
 pub use changes::CatalogChanges;
@@ -67,12 +68,26 @@ pub async fn verify(
     at: Timestamp,
     map: &NamespaceMap,
 ) -> Result<DataReport, VerifyDataError> {
+    verify_counted(source, target, point, at, map, &Meter::default()).await
+}
+
+/// [`verify`], counting the namespaces compared into `progress` (of those to compare), the one
+/// being compared as its step.
+pub async fn verify_counted(
+    source: &Client,
+    target: &Client,
+    point: RestorePoint,
+    at: Timestamp,
+    map: &NamespaceMap,
+    progress: &Meter,
+) -> Result<DataReport, VerifyDataError> {
     // The catalog now first, then the oplog from T: every change between T and the listing is
     // then in the oplog read.
     let source_now = list_collections(source, "source").await?;
     let target_now = list_collections(target, "target").await?;
     let mut changes = CatalogChanges::read(source, at).await?;
     let names = namespaces_to_compare(map, &source_now, &target_now, &changes);
+    progress.plan(names.len() as u64);
 
     let session = source
         .start_session()
@@ -95,11 +110,17 @@ pub async fn verify(
         };
         for sns in &names {
             let tns = map.target(sns);
+            progress.set_step(Some(Step {
+                what: sns.clone(),
+                ..Step::default()
+            }));
             let result = run
                 .check(sns, tns.clone(), source_now.get(sns), target_now.get(&tns))
                 .await?;
             results.push(result);
+            progress.add(1);
         }
+        progress.set_step(None);
     }
 
     // Changes made while verify-data ran: what they touch is no longer claimed either way.

@@ -1,0 +1,160 @@
+//! Progress of a real restore as scripts read it (issue 16): `mc-restore --at latest --json`
+//! prints its summary on stdout as before and, on stderr, one JSON progress event per line:
+//! every phase starts and ends in order, the load reaches the documents and bytes the plan
+//! counted, the index phase knows how many indexes it builds, replay counts its entries against
+//! the segments' upper bound.
+
+use mc_tests::restore::{mc_restore, repo_paths, show, Captured};
+use mc_tests::*;
+use mongodb::bson::{doc, Document};
+use mongodb::IndexModel;
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn json_progress_events_follow_the_phases() {
+    let client = mongo_client().await;
+    let db_name = unique_db("prog");
+    let restored = format!("{db_name}_r");
+    let db = client.database(&db_name);
+    let a = db.collection::<Document>("a");
+    a.insert_many(
+        (0..3000)
+            .map(|i| doc! {"_id": i, "v": i % 97, "pad": "x".repeat(100)})
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+    a.create_index(IndexModel::builder().keys(doc! {"v": 1}).build())
+        .await
+        .unwrap();
+    let b = db.collection::<Document>("b");
+    b.insert_many(
+        (0..500)
+            .map(|i| doc! {"_id": i, "k": i, "w": -i})
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+    b.create_index(IndexModel::builder().keys(doc! {"k": 1, "w": -1}).build())
+        .await
+        .unwrap();
+
+    let source_id = unique_name("prog").to_lowercase();
+    let cap = Captured::start(&source_id).await;
+    cap.snapshot(&db_name).await;
+    // Writes after the snapshot: replay has entries to apply.
+    for i in 0..200 {
+        a.update_one(doc! {"_id": i}, doc! {"$set": {"v": 1000 + i}})
+            .await
+            .unwrap();
+    }
+    let (dir, _repo) = cap.finish().await;
+    let (repo, keyring) = repo_paths(dir.path());
+    let out = mc_restore(
+        &[
+            "--at",
+            "latest",
+            "--target",
+            &mongodb_uri(),
+            "--repo",
+            repo.to_str().unwrap(),
+            "--ns",
+            &format!("{db_name}.*"),
+            "--ns-from",
+            &db_name,
+            "--ns-to",
+            &restored,
+            "--drop",
+            "--json",
+            "--progress-interval",
+            "1s",
+        ],
+        &keyring,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let summary: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is the summary alone ({e}): {}", show(&out)));
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let events: Vec<Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|v: &Value| v.get("event").is_some())
+        .collect();
+    let of = |kind: &str, phase: &str| -> Value {
+        events
+            .iter()
+            .find(|e| e["event"] == kind && e["phase"] == phase)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} event of {phase}: {stderr}"))
+    };
+
+    // Starts and ends, in the order the summary lists the phases.
+    let ends: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] != "progress")
+        .map(|e| e["phase"].as_str().unwrap())
+        .collect();
+    let phases: Vec<&str> = summary["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    let expected: Vec<&str> = phases.iter().flat_map(|p| [*p, *p]).collect();
+    assert_eq!(ends, expected, "{stderr}");
+    assert_eq!(phases[..4], ["prepare", "load", "replay", "indexes"]);
+    for e in &events {
+        for key in [
+            "elapsed",
+            "done",
+            "total",
+            "unit",
+            "rate",
+            "eta_seconds",
+            "step",
+        ] {
+            assert!(e.get(key).is_some(), "{key} missing: {e}");
+        }
+        if e["event"] == "progress" {
+            assert!(phases.contains(&e["phase"].as_str().unwrap()), "{e}");
+        }
+    }
+
+    let load_start = of("phase_started", "load");
+    assert_eq!(load_start["total"], 3500, "{load_start}");
+    assert_eq!(load_start["unit"], "docs");
+    let load = of("phase_done", "load");
+    assert_eq!(load["done"], 3500, "{load}");
+    assert_eq!(load["total"], 3500, "{load}");
+    assert_eq!(load["bytes_done"], load["bytes_total"], "{load}");
+    assert_eq!(load["bytes_done"], summary["load"]["bytes"], "{load}");
+    assert_eq!(load["eta_seconds"], 0.0);
+
+    let replay = of("phase_done", "replay");
+    assert_eq!(replay["unit"], "entries");
+    assert_eq!(replay["at_most"], true);
+    assert_eq!(
+        replay["done"], summary["replay"]["entries_read"],
+        "{replay}"
+    );
+    let (done, total) = (
+        replay["done"].as_u64().unwrap(),
+        replay["total"].as_u64().unwrap(),
+    );
+    assert!(done >= 200 && done <= total, "{replay}");
+
+    let indexes = of("phase_started", "indexes");
+    assert_eq!(indexes["total"], 2, "{indexes}");
+    assert_eq!(indexes["unit"], "indexes");
+    let built = of("phase_done", "indexes");
+    assert_eq!(built["done"], 2, "{built}");
+    assert_eq!(built["done"], summary["indexes"]);
+
+    // Phases that count nothing report no position.
+    let prepare = of("phase_done", "prepare");
+    assert!(prepare["done"].is_null() && prepare["total"].is_null());
+
+    client.database(&restored).drop().await.unwrap();
+}
