@@ -56,7 +56,13 @@ impl Timeline {
         // Ends of segments in the current run: a chained segment's `prev` must be one of them.
         let mut ends: Vec<OplogTs> = Vec::new();
         for (entry, range) in segs {
+            // Chained: it continues from an end in the run. Or it starts inside the run: the run
+            // holds every entry up to its end and the segment every entry from its first on, so
+            // nothing is missing between them (another writer's copy whose predecessor never
+            // landed, e.g. an agent's uploads still in flight when it died, stored after the
+            // next agent resumed).
             let chained = match (tl.runs.last(), range.prev) {
+                (Some(run), _) if run.start <= range.first && range.first <= run.end => true,
                 (Some(_), Some(prev)) => ends.contains(&prev),
                 _ => false,
             };
@@ -210,6 +216,38 @@ mod tests {
         ]);
         assert_eq!(tl.runs.len(), 1, "{tl:?}");
         assert_eq!(tl.runs[0].end, OplogTs::new(40, 0));
+    }
+
+    #[test]
+    fn a_copy_whose_predecessor_is_missing_stays_inside_the_run() {
+        // A writer resumed after (20, 0); a dead writer's late segment starts at (26, 0), its
+        // predecessor (21..25) never stored: it is inside the run, not a second run.
+        let tl = Timeline::build(&[
+            seg((10, 0), (20, 0), None, 1),
+            seg((21, 0), (30, 0), Some((20, 0)), 1),
+            seg((26, 0), (28, 0), Some((25, 0)), 1),
+            seg((31, 0), (40, 0), Some((30, 0)), 1),
+        ]);
+        assert_eq!(tl.runs.len(), 1, "{tl:?}");
+        assert!(tl.gaps.is_empty(), "{tl:?}");
+        assert_eq!(tl.runs[0].end, OplogTs::new(40, 0));
+        assert_eq!(tl.redundant.len(), 1);
+        // Its end reached past the run's end so far: it extends the run, and the live writer's
+        // next segment still chains.
+        let tl = Timeline::build(&[
+            seg((10, 0), (20, 0), None, 1),
+            seg((21, 0), (30, 0), Some((20, 0)), 1),
+            seg((26, 0), (33, 0), Some((25, 0)), 1),
+            seg((31, 0), (40, 0), Some((30, 0)), 1),
+        ]);
+        assert_eq!(tl.runs.len(), 1, "{tl:?}");
+        assert_eq!(tl.runs[0].end, OplogTs::new(40, 0));
+        // Starting after the run's end without a chain is still a gap.
+        let tl = Timeline::build(&[
+            seg((10, 0), (20, 0), None, 1),
+            seg((22, 0), (30, 0), Some((21, 0)), 1),
+        ]);
+        assert_eq!(tl.runs.len(), 2, "{tl:?}");
     }
 
     #[test]

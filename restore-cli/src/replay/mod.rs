@@ -196,6 +196,11 @@ pub async fn replay(
             stats.entries_read += 1;
             on_entry(stats.entries_read);
             let head = entry::head(&raw)?;
+            if last_seen.is_some_and(|seen| head.ts <= seen) {
+                // A racing copy overlapping the segment before it in the run (two writers
+                // stored the same oplog with different boundaries): applied once already.
+                continue;
+            }
             last_seen = Some(head.ts);
             if head.ts <= plan.replay_after {
                 // Already in the snapshot; but transactions' early parts must be remembered.
