@@ -1,8 +1,10 @@
 //! A private SeaweedFS (`weed mini`) for tests that freeze or kill their object store: started
 //! like `scripts/services.sh` starts the shared one (same binary, same safety flags, the same
 //! test credentials), on free ports of its own, in its own process group so that
-//! [`PrivateSeaweed::freeze`] (SIGSTOP) and [`PrivateSeaweed::thaw`] (SIGCONT) reach all of it.
-//! Never freeze the shared one: other tests use it.
+//! [`PrivateSeaweed::freeze`] (SIGSTOP) and [`PrivateSeaweed::thaw`] (SIGCONT) reach all of it,
+//! and [`PrivateSeaweed::stop`] (SIGKILL: connections refused) and [`PrivateSeaweed::restart`]
+//! (the same ports and data) take it away and bring it back. Never freeze or stop the shared
+//! one: other tests use it.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -56,6 +58,8 @@ fn free_ports() -> [u16; 4] {
 pub struct PrivateSeaweed {
     child: Child,
     pub s3_port: u16,
+    /// master, volume, filer, s3.
+    ports: [u16; 4],
     dir: tempfile::TempDir,
 }
 
@@ -67,20 +71,37 @@ impl PrivateSeaweed {
             .tempdir()
             .expect("a temp dir");
         let env = S3Env::from_env();
-        let config = dir.path().join("s3.json");
         std::fs::write(
-            &config,
+            dir.path().join("s3.json"),
             format!(
                 r#"{{"identities":[{{"name":"ci","credentials":[{{"accessKey":"{}","secretKey":"{}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#,
                 env.access_key, env.secret_key
             ),
         )
         .expect("write s3.json");
-        let [master, volume, filer, s3] = free_ports();
-        let log = std::fs::File::create(dir.path().join("weed.log")).expect("weed.log");
+        let ports = free_ports();
+        let child = Self::spawn(dir.path(), ports);
+        let me = Self {
+            child,
+            s3_port: ports[3],
+            ports,
+            dir,
+        };
+        me.await_answer().await;
+        me
+    }
+
+    /// Starts `weed mini` on `ports` with its data in `dir`, in a process group of its own.
+    fn spawn(dir: &std::path::Path, ports: [u16; 4]) -> Child {
+        let [master, volume, filer, s3] = ports;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("weed.log"))
+            .expect("weed.log");
         let mut cmd = Command::new(weed_bin());
         cmd.arg("mini")
-            .arg(format!("-dir={}", dir.path().display()))
+            .arg(format!("-dir={}", dir.display()))
             .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
             .arg(format!("-master.port={master}"))
             .arg(format!("-volume.port={volume}"))
@@ -97,27 +118,40 @@ impl PrivateSeaweed {
                 "-volume.max=200",
                 "-master.volumeSizeLimitMB=64",
             ])
-            .arg(format!("-s3.config={}", config.display()))
+            .arg(format!("-s3.config={}", dir.join("s3.json").display()))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let child = cmd.spawn().expect("start weed mini");
-        let me = Self {
-            child,
-            s3_port: s3,
-            dir,
-        };
+        cmd.spawn().expect("start weed mini")
+    }
+
+    /// Waits (up to 60 s) until the S3 port answers.
+    async fn await_answer(&self) {
         let t0 = Instant::now();
-        while !me.answers() {
+        while !self.answers() {
             assert!(
                 t0.elapsed() < Duration::from_secs(60),
-                "private SeaweedFS did not answer on {s3} within 60 s; log:\n{}",
-                me.log()
+                "private SeaweedFS did not answer on {} within 60 s; log:\n{}",
+                self.s3_port,
+                self.log()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        me
+    }
+
+    /// SIGKILL of the whole process group: connections are refused from now on (until
+    /// [`PrivateSeaweed::restart`]); the data stays in its directory.
+    pub fn stop(&mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again after [`PrivateSeaweed::stop`], on the same ports and data, and waits
+    /// until its S3 port answers.
+    pub async fn restart(&mut self) {
+        self.child = Self::spawn(self.dir.path(), self.ports);
+        self.await_answer().await;
     }
 
     /// `http://127.0.0.1:<s3 port>`.

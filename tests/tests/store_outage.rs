@@ -1,19 +1,27 @@
-//! The object store stops answering (a private SeaweedFS frozen with SIGSTOP: connections stay
-//! open, nothing answers) under the real `mc-agent run` process and a real mongod:
+//! The object store away under the real `mc-agent run` process and a real mongod, in two ways:
+//! a private SeaweedFS frozen with SIGSTOP (connections stay open, nothing answers), or killed
+//! (connections refused) and started again on the same ports and data. Each for 60 s under a
+//! steady write load:
 //!
-//! - while frozen the agent WARNs within 35 s, `/metrics` answers in under a second throughout,
-//!   `mc_repository_up` is 0; SIGTERM inside the freeze ends with a line that states the real
-//!   durable point (the repository holds it; uploads in flight may land after the thaw, never
-//!   past the majority point of the stop), not "everything is durable", and exit 1;
-//!   after SIGCONT and a restart capture catches up (RPO under 5 s within 30 s) and restoring
-//!   the newest point gives the source's documents;
-//! - started with the store frozen, the agent answers `/healthz` within 2 s, is not ready and
-//!   says why, WARNs within 35 s, and captures once the store is thawed.
+//! - the capturing agent WARNs within 35 s, `mc_repository_up` is 0, `/status` says down;
+//!   SIGTERM inside the outage ends with a line that states the real durable point (the
+//!   repository holds it), not "everything is durable", and exit 1;
+//! - an agent started inside the outage answers `/healthz` within 2 s, is not ready and says
+//!   why; it is killed with SIGKILL there; a third is started inside the outage;
+//! - `/metrics` answers in under a second throughout (whichever agent runs);
+//! - once the store is back, RPO is under 5 s within 30 s, and restoring the newest point gives
+//!   the source's documents (hashed).
 //!
-//! The agent runs with its default attempt deadlines (15 s plus a second per MiB).
+//! Also: started with the store frozen, the agent answers `/healthz` within 2 s, is not ready and
+//! says why, WARNs within 35 s, and captures once the store is thawed.
+//!
+//! The agent runs with its default attempt deadlines (15 s plus a second per MiB). The two
+//! outage tests take about three minutes each; nextest runs them beside the rest of the suite.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mc_core::catalog::{Catalog, Repository, Timeline};
@@ -23,9 +31,8 @@ use mc_core::storage::RepoUrl;
 use mc_tests::agent::{free_port, http_get, metric_value};
 use mc_tests::restore::{assert_same_state, db_state};
 use mc_tests::seaweed::PrivateSeaweed;
+use mc_tests::writer::{Steady, SteadyWriter};
 use mc_tests::*;
-use mongodb::bson::doc;
-use tokio::sync::watch;
 
 const WARN_LINE: &str = "the object store is not answering";
 
@@ -189,38 +196,135 @@ fn majority_in(log: &str) -> Option<OplogTs> {
     Some(OplogTs::new(t.parse().ok()?, i.parse().ok()?))
 }
 
+/// How long the store is away in the outage tests (the 60 s).
+const OUTAGE: Duration = Duration::from_secs(60);
+
+/// How the store goes away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outage {
+    /// SIGSTOP: connections open, nothing answers (a hung gateway, a half-open connection).
+    Freeze,
+    /// SIGKILL, later a new process on the same ports and data: connections refused.
+    Stop,
+}
+
+impl Outage {
+    fn begin(self, store: &mut PrivateSeaweed) {
+        match self {
+            Outage::Freeze => store.freeze(),
+            Outage::Stop => store.stop(),
+        }
+    }
+
+    async fn end(self, store: &mut PrivateSeaweed) {
+        match self {
+            Outage::Freeze => store.thaw(),
+            Outage::Stop => store.restart().await,
+        }
+    }
+
+    /// The `kind` label of `mc_store_errors_total` the outage produces.
+    fn error_kind(self) -> &'static str {
+        match self {
+            Outage::Freeze => "timeout",
+            Outage::Stop => "unreachable",
+        }
+    }
+}
+
+/// Asks `/metrics` every 200 ms from a thread of its own. While an agent is expected to serve
+/// (between its `/healthz` answering and the test signalling it), every probe must answer 200
+/// in under a second; probes around a signal are not judged.
+struct Prober {
+    expect: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(Duration, u32)>,
+}
+
+impl Prober {
+    fn start(port: u16) -> Self {
+        let expect = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (e, st) = (expect.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let (mut slowest, mut judged) = (Duration::ZERO, 0u32);
+            while !st.load(SeqCst) {
+                let before = e.load(SeqCst);
+                let t0 = Instant::now();
+                let answer = http_get(port, "/metrics");
+                let took = t0.elapsed();
+                if before && e.load(SeqCst) {
+                    assert!(
+                        answer.as_ref().is_some_and(|(code, _)| *code == 200),
+                        "/metrics did not answer during the outage: {answer:?}"
+                    );
+                    slowest = slowest.max(took);
+                    judged += 1;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            (slowest, judged)
+        });
+        Self {
+            expect,
+            stop,
+            thread,
+        }
+    }
+
+    /// Whether an agent is expected to answer from now on.
+    fn expect(&self, answering: bool) {
+        self.expect.store(answering, SeqCst);
+    }
+
+    /// The slowest judged answer and how many were judged.
+    fn finish(self) -> (Duration, u32) {
+        self.stop.store(true, SeqCst);
+        self.thread
+            .join()
+            .expect("/metrics answered throughout the outage")
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_store_is_reported_and_a_sigterm_inside_it_states_the_durable_point() {
-    let store = PrivateSeaweed::start().await;
+    store_outage_under_load(Outage::Freeze).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_store_is_reported_and_a_sigterm_inside_it_states_the_durable_point() {
+    store_outage_under_load(Outage::Stop).await;
+}
+
+/// The store away for [`OUTAGE`] under a steady load: agent 1 (capturing before) WARNs and is
+/// stopped with SIGTERM inside the outage, agent 2 is started and killed with SIGKILL inside
+/// it, agent 3 is started inside it and catches up once the store is back; the newest point
+/// restores the source's documents.
+async fn store_outage_under_load(outage: Outage) {
+    let mut store = PrivateSeaweed::start().await;
     let bucket = store.bucket("mc-outage").await;
     let s = setup(&store, &bucket);
 
     // A light write load for the whole test.
     let client = mongo_client().await;
     let db = unique_db("outage");
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let coll = client
-        .database(&db)
-        .collection::<mongodb::bson::Document>("c");
-    let writer = tokio::spawn(async move {
-        let mut i = 0i64;
-        while !*stop_rx.borrow() {
-            coll.insert_one(doc! {"_id": i, "pad": "w".repeat(200)})
-                .await
-                .unwrap();
-            i += 1;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        i
-    });
+    let writer = SteadyWriter::start(
+        client.database(&db).collection("c"),
+        Steady {
+            pause: Duration::from_millis(50),
+            pad: 200,
+            update: false,
+        },
+    );
+    let prober = Prober::start(s.port);
 
     let mut agent = s.start_agent(1);
     let log1 = s.log(1);
-    let show1 = || {
+    let show = |log: &Path| {
         format!(
             "metrics:\n{}\nagent log:\n{}",
             s.metrics(),
-            std::fs::read_to_string(&log1).unwrap_or_default()
+            std::fs::read_to_string(log).unwrap_or_default()
         )
     };
     await_until(
@@ -232,30 +336,14 @@ async fn frozen_store_is_reported_and_a_sigterm_inside_it_states_the_durable_poi
                 && metric_value(&m, "mc_rpo_seconds").is_some_and(|r| (0.0..5.0).contains(&r))
                 && metric_value(&m, "mc_repository_up") == Some(1.0)
         },
-        show1,
+        || show(&log1),
     )
     .await;
 
-    // Freeze. /metrics must keep answering fast until the SIGTERM.
-    store.freeze();
-    let frozen_at = Instant::now();
-    let port = s.port;
-    let (probe_stop_tx, probe_stop) = watch::channel(false);
-    let prober = std::thread::spawn(move || {
-        let mut slowest = Duration::ZERO;
-        let mut answers = 0u32;
-        while !*probe_stop.borrow() {
-            let t0 = Instant::now();
-            let ok = http_get(port, "/metrics").is_some_and(|(status, _)| status == 200);
-            let took = t0.elapsed();
-            assert!(ok, "/metrics did not answer during the freeze");
-            slowest = slowest.max(took);
-            answers += 1;
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        (slowest, answers)
-    });
-
+    // The outage. /metrics must keep answering fast whichever agent runs.
+    prober.expect(true);
+    outage.begin(&mut store);
+    let began = Instant::now();
     let warned_after = await_until(
         "a WARN naming the store",
         Duration::from_secs(35),
@@ -264,20 +352,23 @@ async fn frozen_store_is_reported_and_a_sigterm_inside_it_states_the_durable_poi
                 .unwrap_or_default()
                 .contains(WARN_LINE)
         },
-        show1,
+        || show(&log1),
     )
     .await;
-    eprintln!("WARN {warned_after:?} into the freeze");
-    let metrics = s.metrics();
-    assert_eq!(
-        metric_value(&metrics, "mc_repository_up"),
-        Some(0.0),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("mc_store_errors_total{source=") && metrics.contains("kind=\"timeout\""),
-        "{metrics}"
-    );
+    eprintln!("{outage:?}: WARN {warned_after:?} into the outage");
+    let errors_of_kind = format!("kind=\"{}\"", outage.error_kind());
+    await_until(
+        "mc_repository_up 0 and store errors of the outage's kind",
+        Duration::from_secs(10),
+        || {
+            let m = s.metrics();
+            metric_value(&m, "mc_repository_up") == Some(0.0)
+                && m.contains("mc_store_errors_total{")
+                && m.contains(&errors_of_kind)
+        },
+        || show(&log1),
+    )
+    .await;
     let log = std::fs::read_to_string(&log1).unwrap();
     let warn = log.lines().find(|l| l.contains(WARN_LINE)).unwrap();
     assert!(
@@ -293,18 +384,10 @@ async fn frozen_store_is_reported_and_a_sigterm_inside_it_states_the_durable_poi
     assert_eq!(status["store"]["state"], "down", "{status:#}");
     assert!(status["store"]["since"].is_string(), "{status:#}");
 
-    // SIGTERM inside the freeze: the store accepts nothing within the 8 s grace.
+    // SIGTERM inside the outage: the store accepts nothing within the 8 s grace.
+    prober.expect(false);
     sigterm(&agent);
-    let _ = probe_stop_tx.send(true);
     let exit = await_exit(&mut agent, Duration::from_secs(20), &log1).await;
-    let (slowest, answers) = prober
-        .join()
-        .expect("/metrics answered throughout the freeze");
-    eprintln!("/metrics: {answers} answers, slowest {slowest:?}");
-    assert!(
-        slowest < Duration::from_secs(1),
-        "slowest /metrics {slowest:?}"
-    );
     let log = std::fs::read_to_string(&log1).unwrap();
     assert!(!exit.success(), "not everything is durable: exit 1\n{log}");
     assert!(
@@ -318,36 +401,64 @@ async fn frozen_store_is_reported_and_a_sigterm_inside_it_states_the_durable_poi
         "{log}"
     );
     let claimed = durable_point_in(&log).unwrap_or_else(|| panic!("no durable point:\n{log}"));
-
-    // Thaw. The line named a point the repository really holds; segments whose upload was in
-    // flight when the agent gave up may still land as the store wakes up (it reads the requests
-    // waiting in its sockets), never beyond what was majority-committed at the stop.
-    store.thaw();
-    eprintln!("thawed {:?} after the freeze", frozen_at.elapsed());
     let majority_at_stop = majority_in(&log).unwrap_or_else(|| panic!("no majority:\n{log}"));
-    let newest = s.newest_stored().await.expect("a timeline");
-    let packed = |ts: OplogTs| (u64::from(ts.t) << 32) | u64::from(ts.i);
-    assert!(
-        packed(claimed) <= packed(newest) && packed(newest) < packed(majority_at_stop),
-        "claimed {claimed}, stored {newest}, majority at the stop {majority_at_stop}\n{log}"
-    );
-    let repo = s.repository().await;
-    let catalog = Catalog::load(&repo, &s.source_id, StreamKind::Oplog)
-        .await
-        .unwrap();
-    let runs = Timeline::build(&catalog.segments).runs.len();
-    assert_eq!(runs, 1, "one run, no gap");
+    assert!(claimed < majority_at_stop, "{log}");
 
-    // Restart: capture catches up.
+    // An agent started inside the outage serves health at once and says what it waits for;
+    // SIGKILL it there.
     let mut agent = s.start_agent(2);
     let log2 = s.log(2);
-    let show2 = || {
-        format!(
-            "metrics:\n{}\nagent log:\n{}",
-            s.metrics(),
-            std::fs::read_to_string(&log2).unwrap_or_default()
-        )
-    };
+    await_until(
+        "/healthz of an agent started inside the outage",
+        Duration::from_secs(2),
+        || http_get(s.port, "/healthz").is_some_and(|(st, _)| st == 200),
+        || show(&log2),
+    )
+    .await;
+    prober.expect(true);
+    let (ready, body) = http_get(s.port, "/readyz").unwrap();
+    assert_eq!(ready, 503, "{body}");
+    assert!(body.contains("waiting for the repository"), "{body}");
+    await_until(
+        "a WARN naming what the agent waits for",
+        Duration::from_secs(35),
+        || {
+            std::fs::read_to_string(&log2)
+                .unwrap_or_default()
+                .contains("waiting for the repository's store")
+        },
+        || show(&log2),
+    )
+    .await;
+    prober.expect(false);
+    agent.kill().unwrap(); // SIGKILL
+    agent.wait().unwrap();
+
+    // The agent that sees the store come back.
+    let mut agent = s.start_agent(3);
+    let log3 = s.log(3);
+    await_until(
+        "/healthz of the third agent",
+        Duration::from_secs(2),
+        || http_get(s.port, "/healthz").is_some_and(|(st, _)| st == 200),
+        || show(&log3),
+    )
+    .await;
+    prober.expect(true);
+    assert!(
+        began.elapsed() < OUTAGE,
+        "the steps inside the outage took {:?}",
+        began.elapsed()
+    );
+    // The outage lasts its full length: a deliberate wait, not a condition.
+    tokio::time::sleep_until((began + OUTAGE).into()).await;
+    outage.end(&mut store).await;
+    let ended = Instant::now();
+    eprintln!(
+        "{outage:?}: the store is back {:?} after the outage began",
+        began.elapsed()
+    );
+
     let caught_up = await_until(
         "RPO back under 5 s",
         Duration::from_secs(30),
@@ -355,14 +466,48 @@ async fn frozen_store_is_reported_and_a_sigterm_inside_it_states_the_durable_poi
             s.metric("mc_rpo_seconds")
                 .is_some_and(|r| (0.0..5.0).contains(&r))
         },
-        show2,
+        || show(&log3),
     )
     .await;
-    eprintln!("caught up {caught_up:?} after the restart");
+    eprintln!(
+        "{outage:?}: RPO under 5 s {caught_up:?} after the store came back ({:?} after the end of the outage)",
+        ended.elapsed()
+    );
+    prober.expect(false);
+    let (slowest, judged) = prober.finish();
+    eprintln!("{outage:?}: /metrics: {judged} answers judged, slowest {slowest:?}");
+    assert!(judged > 100, "/metrics was probed {judged} times");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "slowest /metrics {slowest:?}"
+    );
+
+    // The line of agent 1 named a point the repository holds, in one run without a gap.
+    let newest = s.newest_stored().await.expect("a timeline");
+    assert!(claimed <= newest, "claimed {claimed}, stored {newest}");
+    let repo = s.repository().await;
+    let catalog = Catalog::load(&repo, &s.source_id, StreamKind::Oplog)
+        .await
+        .unwrap();
+    let timeline = Timeline::build(&catalog.segments);
+    let mut segments: Vec<String> = catalog
+        .segments
+        .iter()
+        .filter_map(|e| {
+            let r = e.oplog_range()?;
+            Some(format!("{}..{} prev {:?}", r.first, r.last, r.prev))
+        })
+        .collect();
+    segments.sort();
+    assert_eq!(
+        timeline.runs.len(),
+        1,
+        "one run, no gap: {timeline:?}\nsegments:\n{}",
+        segments.join("\n")
+    );
 
     // Stop writing, let the last write become durable, stop cleanly.
-    let _ = stop_tx.send(true);
-    let written = writer.await.unwrap();
+    let written = writer.stop().await;
     let majority = mc_agent::capture::oplog::OplogSource::connect(&mongodb_uri())
         .await
         .unwrap()
@@ -384,14 +529,14 @@ async fn frozen_store_is_reported_and_a_sigterm_inside_it_states_the_durable_poi
                     let (t, i) = ts.split_once('.')?;
                     Some(OplogTs::new(t.parse().ok()?, i.parse().ok()?))
                 })
-                .is_some_and(|d| packed(d) >= packed(majority))
+                .is_some_and(|d| d >= majority)
         },
-        show2,
+        || show(&log3),
     )
     .await;
     sigterm(&agent);
-    let exit = await_exit(&mut agent, Duration::from_secs(20), &log2).await;
-    let log = std::fs::read_to_string(&log2).unwrap();
+    let exit = await_exit(&mut agent, Duration::from_secs(20), &log3).await;
+    let log = std::fs::read_to_string(&log3).unwrap();
     assert!(exit.success(), "{log}");
     assert!(
         log.contains("everything majority-committed is durable"),
@@ -444,6 +589,7 @@ async fn frozen_store_is_reported_and_a_sigterm_inside_it_states_the_durable_poi
     };
     assert_eq!(digest(&got), digest(&want), "the documents' hash");
     assert_same_state("restore of the newest point", &want, &got);
+    client.database(&db).drop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -505,4 +651,127 @@ async fn agent_started_with_the_store_frozen_serves_health_warns_and_captures_on
     let exit = await_exit(&mut agent, Duration::from_secs(20), &log1).await;
     assert!(exit.success(), "{}", show());
     assert!(s.newest_stored().await.is_some());
+}
+
+/// Client sockets of this machine connected to `port` on 127.0.0.1 (`/proc/net/tcp`): each
+/// one's local port and whether it is ESTABLISHED.
+fn client_sockets(port: u16) -> Vec<(u16, bool)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let port_of = |addr: &str| {
+        addr.split(':')
+            .nth(1)
+            .and_then(|p| u16::from_str_radix(p, 16).ok())
+    };
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (local, remote, state) = (fields.get(1)?, fields.get(2)?, fields.get(3)?);
+            (port_of(remote)? == port).then(|| (port_of(local).unwrap_or(0), *state == "01"))
+        })
+        .collect()
+}
+
+/// A timed-out attempt is retried on a new connection, and the connection it waited on is
+/// closed (not returned to the pool, where a retry could wait on it again): against a frozen
+/// SeaweedFS, with a 1 s attempt deadline, every attempt opens a connection of its own and at
+/// most one connection is open at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_attempt_is_retried_on_a_new_connection() {
+    use mc_core::storage::retry::RetryPolicy;
+    use mc_core::storage::timeout::AttemptTimeouts;
+    use mc_core::storage::{PutSource, StoreHealth, StoreOptions};
+
+    let store = PrivateSeaweed::start().await;
+    let bucket = store.bucket("mc-conn").await;
+    let env = S3Env::from_env();
+    let RepoUrl::S3(mut config) = RepoUrl::parse(&format!(
+        "s3://{bucket}/conn?endpoint={}&region={}",
+        store.endpoint(),
+        env.region
+    ))
+    .unwrap() else {
+        unreachable!()
+    };
+    config.static_credentials = Some(StaticCredentials {
+        access_key_id: env.access_key,
+        secret_access_key: env.secret_key,
+    });
+    let attempts = 4;
+    let options = StoreOptions {
+        retry: Some(RetryPolicy {
+            max_attempts: Some(attempts),
+            first_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(200),
+        }),
+        timeouts: AttemptTimeouts {
+            base: Duration::from_secs(1),
+            min_throughput: 1 << 20,
+        },
+        health: StoreHealth::new(),
+    };
+    let objects = mc_core::storage::open_with(&RepoUrl::S3(config), options)
+        .await
+        .unwrap();
+    // A pooled connection, idle and open.
+    objects
+        .put_if_absent("warm", PutSource::Bytes(b"x".to_vec().into()))
+        .await
+        .unwrap();
+    let before: Vec<u16> = client_sockets(store.s3_port)
+        .iter()
+        .filter(|s| s.1)
+        .map(|s| s.0)
+        .collect();
+    eprintln!("before the freeze: open client connections {before:?}");
+
+    store.freeze();
+    let t0 = Instant::now();
+    let attempt = tokio::spawn({
+        let objects = objects.clone();
+        async move { objects.head("warm").await }
+    });
+    // Connections opened after the freeze, and the most of them open at one time (the pool's
+    // idle connections from before may stay open: no attempt waits on them).
+    let mut fresh = std::collections::BTreeSet::new();
+    let mut most_open = 0;
+    while !attempt.is_finished() {
+        let open: Vec<u16> = client_sockets(store.s3_port)
+            .iter()
+            .filter(|s| s.1 && !before.contains(&s.0))
+            .map(|s| s.0)
+            .collect();
+        most_open = most_open.max(open.len());
+        fresh.extend(open);
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{attempts} attempts of 1 s within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let result = attempt.await.unwrap();
+    let still_open: Vec<u16> = client_sockets(store.s3_port)
+        .iter()
+        .filter(|s| s.1 && fresh.contains(&s.0))
+        .map(|s| s.0)
+        .collect();
+    store.thaw();
+    eprintln!(
+        "frozen: {:?} for {attempts} attempts; connections before {before:?}, opened after the freeze {fresh:?} (at most {most_open} at once, {still_open:?} still open after): {result:?}",
+        t0.elapsed()
+    );
+    let err = result.expect_err("a frozen store does not answer");
+    assert_eq!(err.kind().as_str(), "timeout", "{err}");
+    assert!(
+        fresh.len() >= attempts as usize - 1,
+        "each retry on a new connection: {} new connections for {attempts} attempts",
+        fresh.len()
+    );
+    assert!(
+        most_open <= 1 && still_open.is_empty(),
+        "a timed-out attempt's connection is closed: {most_open} new ones open at once, {still_open:?} open after"
+    );
+    // Thawed, the store answers on a connection of its own.
+    assert!(objects.head("warm").await.unwrap().is_some());
 }

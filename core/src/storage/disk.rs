@@ -8,6 +8,8 @@ use std::path::Path;
 /// Bytes an unprivileged writer may still write on the file system holding `path`
 /// (`statvfs`: available blocks × fragment size).
 #[allow(unsafe_code)]
+// fsblkcnt_t and c_ulong are u64 here, u32 on some targets: the casts are needed there.
+#[allow(clippy::unnecessary_cast)]
 pub fn free_bytes(path: &Path) -> io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())

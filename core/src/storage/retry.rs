@@ -43,12 +43,15 @@ impl RetryPolicy {
         }
     }
 
-    /// Until the operation succeeds or gets an answer, whatever the failure.
+    /// Until the operation succeeds or gets an answer, whatever the failure. Waits are capped
+    /// at 5 s (10 s with jitter), so that once the store answers again the agent notices within
+    /// seconds: capture must be back under its RPO soon after an outage, and an idle retry
+    /// every few seconds costs a down store nothing.
     pub fn forever() -> Self {
         Self {
             max_attempts: None,
             first_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(5),
         }
     }
 
