@@ -158,3 +158,76 @@ async fn json_progress_events_follow_the_phases() {
 
     client.database(&restored).drop().await.unwrap();
 }
+
+/// While `createIndexes` runs, the server's own account of the build (`$currentOp`'s `progress`
+/// and `msg`) becomes the index phase's running step: which collection and indexes, the stage,
+/// how far.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_index_build_is_seen_from_the_server() {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use mc_restore::progress::{indexes, Meter};
+
+    let client = mongo_client().await;
+    let db_name = unique_db("progix");
+    let coll = client.database(&db_name).collection::<Document>("big");
+    for chunk in 0..20 {
+        coll.insert_many(
+            (0..10_000)
+                .map(|i| {
+                    let n: i64 = chunk * 10_000 + i;
+                    let pad = "y".repeat((n % 40) as usize);
+                    doc! {"_id": n, "a": format!("{:x}-{n}", n * 7919), "b": format!("{n}-{pad}"), "c": n % 1013}
+                })
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    }
+    let ns = format!("{db_name}.big");
+    let meter = Arc::new(Meter::default());
+    meter.plan(6);
+    let _watch = indexes::watch(
+        client.clone(),
+        indexes::build_namespaces(&ns),
+        meter.clone(),
+    );
+    let specs: Vec<Document> = [
+        ("a", 1),
+        ("b", 1),
+        ("c", 1),
+        ("a", -1),
+        ("b", -1),
+        ("c", -1),
+    ]
+    .iter()
+    .map(|(k, d)| doc! {"key": {*k: *d, "_id": 1}, "name": format!("{k}_{d}")})
+    .collect();
+    let build = {
+        let db = client.database(&db_name);
+        tokio::spawn(async move {
+            db.run_command(doc! {"createIndexes": "big", "indexes": specs})
+                .await
+                .unwrap();
+        })
+    };
+    let started = Instant::now();
+    let mut seen = None;
+    while !build.is_finished() {
+        if let Some(step) = meter.reading("indexes").step {
+            seen = Some(step);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    build.await.unwrap();
+    let took = started.elapsed();
+    client.database(&db_name).drop().await.unwrap();
+    let step = seen.unwrap_or_else(|| {
+        panic!("no build progress seen from $currentOp during a build of {took:?}")
+    });
+    assert!(step.what.starts_with(&ns), "{step:?}");
+    assert!(step.what.contains("a_1"), "{step:?}");
+    assert!(step.stage.is_some(), "{step:?}");
+    assert!(step.total.is_some_and(|t| t > 0), "{step:?}");
+}
