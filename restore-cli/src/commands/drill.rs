@@ -1,6 +1,7 @@
 //! `mc-restore drill`: a timed, verified restore into a scratch MongoDB with a report (JSON,
 //! Markdown, HTML) stored in the repository and, with `--out`, locally; `drill list` and
-//! `drill show ID` read stored reports back.
+//! `drill show ID` read stored reports back. Each phase's progress is shown as it runs
+//! (`commands::progress`).
 //!
 //! Exit codes: 0 pass, 3 verification failed, 4 RTO or RPO target missed, 1 error.
 
@@ -76,9 +77,13 @@ pub struct DrillArgs {
     #[arg(long)]
     pub restore_users_and_roles: bool,
 
-    /// Print the JSON report on stdout instead of the summary.
+    /// Print the JSON report on stdout instead of the summary, and progress as JSON events on
+    /// stderr.
     #[arg(long, global = true)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub progress: super::progress::ProgressArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,7 +194,11 @@ pub async fn run(args: DrillArgs) -> anyhow::Result<i32> {
     options.scratch_is_source_cluster = args.scratch_is_source_cluster;
     options.expect_sha256 = expect_sha256;
     options.command = reproduce();
-    let report = drill::run(&repo, &options).await;
+    let progress = std::sync::Arc::new(mc_restore::restore::Progress::default());
+    let (monitor, ticker) = args.progress.start(args.json, progress.clone());
+    let report = drill::run_watched(&repo, &options, progress, &*monitor).await;
+    drop(ticker);
+    monitor.finish();
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let base = dir.join(&report.id);

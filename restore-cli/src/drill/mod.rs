@@ -11,6 +11,7 @@
 pub mod report;
 pub mod users;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use mc_core::catalog::{Coverage, Repository};
@@ -24,7 +25,7 @@ use crate::namespaces::NamespaceMap;
 use crate::namespaces::{ROLES_NS, USERS_NS};
 use crate::plan::{PlanError, RestorePlan};
 use crate::point::{format_ts, RestorePoint};
-use crate::restore::{self, KafkaStep, Observer, PhaseName, RestoreOptions, UsersMerge};
+use crate::restore::{self, KafkaStep, Observer, PhaseName, Progress, RestoreOptions, UsersMerge};
 use crate::target;
 use crate::verify_data;
 use report::{DrillReport, NamespaceCheck, Objective, PhaseTiming, Verdict, Volumes};
@@ -113,6 +114,18 @@ pub fn report_key(id: &str) -> String {
 /// Runs a drill and stores its report in the repository. Never returns an error: failures are
 /// the report's verdict.
 pub async fn run(repo: &Repository, o: &DrillOptions) -> DrillReport {
+    run_watched(repo, o, Default::default(), &restore::Quiet).await
+}
+
+/// [`run`], counting into `progress` and telling `observer` of every phase as it starts and
+/// ends (the restore's, and the drill's own plan, verification and cleanup): what
+/// `mc-restore drill` shows as it runs.
+pub async fn run_watched(
+    repo: &Repository,
+    o: &DrillOptions,
+    progress: Arc<Progress>,
+    observer: &dyn Observer,
+) -> DrillReport {
     let started = chrono::Utc::now();
     let id = mc_core::catalog::names::new_snapshot_id(started);
     let mut report = DrillReport {
@@ -148,7 +161,7 @@ pub async fn run(repo: &Repository, o: &DrillOptions) -> DrillReport {
         kafka: None,
         users_and_roles: None,
     };
-    if let Err(e) = drill(repo, o, &mut report).await {
+    if let Err(e) = drill(repo, o, &mut report, progress, observer).await {
         report.verdict = Verdict::Error;
         report.reasons.push(e);
     }
@@ -208,32 +221,38 @@ pub async fn read_report(repo: &Repository, key: &str) -> Result<DrillReport, St
     serde_json::from_slice(record).map_err(|e| format!("{key}: {e}"))
 }
 
-/// The drill's clock: every phase, the restore's own among them, from the drill's start.
-struct Clock {
+/// The drill's clock: every phase, the restore's own among them, from the drill's start; each
+/// told to `outer` (a progress display) as it starts and ends.
+struct Clock<'a> {
     start: Instant,
     lap: Instant,
     phases: std::sync::Mutex<Vec<PhaseTiming>>,
+    outer: &'a dyn Observer,
 }
 
-impl Clock {
-    fn new() -> Self {
+impl<'a> Clock<'a> {
+    fn new(outer: &'a dyn Observer) -> Self {
         let now = Instant::now();
         Self {
             start: now,
             lap: now,
             phases: Default::default(),
+            outer,
         }
+    }
+
+    /// A phase of the drill's own starts.
+    fn begin(&self, name: PhaseName) {
+        self.outer.phase_started(name);
     }
 
     /// Records the phase that ran since the last one ended.
     fn phase(&mut self, name: PhaseName) {
         let now = Instant::now();
-        self.push(
-            name,
-            (self.lap - self.start).as_secs_f64(),
-            (now - self.lap).as_secs_f64(),
-        );
+        let seconds = (now - self.lap).as_secs_f64();
+        self.push(name, (self.lap - self.start).as_secs_f64(), seconds);
         self.lap = now;
+        self.outer.phase_done(name, seconds);
     }
 
     fn push(&self, name: PhaseName, start_seconds: f64, seconds: f64) {
@@ -249,10 +268,14 @@ impl Clock {
 }
 
 /// The restore's phases, as they end, on the drill's clock.
-impl Observer for Clock {
+impl Observer for Clock<'_> {
+    fn phase_started(&self, phase: PhaseName) {
+        self.outer.phase_started(phase);
+    }
     fn phase_done(&self, phase: PhaseName, seconds: f64) {
         let start = Instant::now().duration_since(self.start).as_secs_f64() - seconds;
         self.push(phase, start, seconds);
+        self.outer.phase_done(phase, seconds);
     }
 }
 
@@ -260,9 +283,12 @@ async fn drill(
     repo: &Repository,
     o: &DrillOptions,
     report: &mut DrillReport,
+    progress: Arc<Progress>,
+    observer: &dyn Observer,
 ) -> Result<(), String> {
-    let mut clock = Clock::new();
-    let result = drill_phases(repo, o, report, &mut clock).await;
+    let mut clock = Clock::new(observer);
+    clock.begin(PhaseName::Plan);
+    let result = drill_phases(repo, o, report, &mut clock, progress).await;
     report.phases = std::mem::take(
         &mut *clock
             .phases
@@ -276,7 +302,8 @@ async fn drill_phases(
     repo: &Repository,
     o: &DrillOptions,
     report: &mut DrillReport,
-    clock: &mut Clock,
+    clock: &mut Clock<'_>,
+    progress: Arc<Progress>,
 ) -> Result<(), String> {
     // RPO at drill time: how far the newest restorable point trails now.
     let coverage = Coverage::load(repo, &o.source_id)
@@ -345,11 +372,12 @@ async fn drill_phases(
         o.point,
         &o.map,
         &options,
-        Default::default(),
+        progress.clone(),
         &*clock,
     )
     .await;
     clock.lap = Instant::now();
+    clock.begin(PhaseName::Verify);
     let restored = restored.map_err(|e| e.to_string())?;
     report.volumes.collections = restored.load.collections;
     report.volumes.documents = restored.load.documents;
@@ -414,12 +442,13 @@ async fn drill_phases(
             };
             // Users and roles are compared below, as users and roles: their staging
             // collections are gone after the merge.
-            let data = verify_data::verify(
+            let data = verify_data::verify_counted(
                 source,
                 &scratch,
                 exact,
                 at,
                 &o.map.without_users_and_roles(),
+                &progress.verify,
             )
             .await
             .map_err(|e| format!("verification: {e}"))?;
@@ -483,6 +512,7 @@ async fn drill_phases(
     }
     clock.phase(PhaseName::Verify);
 
+    clock.begin(PhaseName::Cleanup);
     if !o.keep {
         target::prepare(&scratch, &o.map, true)
             .await
