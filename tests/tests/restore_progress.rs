@@ -156,6 +156,40 @@ async fn json_progress_events_follow_the_phases() {
     let prepare = of("phase_done", "prepare");
     assert!(prepare["done"].is_null() && prepare["total"].is_null());
 
+    // Without --json and without a terminal: plain log lines as each phase starts and ends, in
+    // human units, and no JSON event.
+    let out = mc_restore(
+        &[
+            "--at",
+            "latest",
+            "--target",
+            &mongodb_uri(),
+            "--repo",
+            repo.to_str().unwrap(),
+            "--ns",
+            &format!("{db_name}.*"),
+            "--ns-from",
+            &db_name,
+            "--ns-to",
+            &restored,
+            "--drop",
+        ],
+        &keyring,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "load started (3.5 k docs, ",
+        "load done in ",
+        "100%, 3.5 k / 3.5 k docs, ",
+        "replay started (at most ",
+        "indexes started (2 indexes)",
+        "indexes done in ",
+    ] {
+        assert!(stderr.contains(want), "{want:?} missing: {stderr}");
+    }
+    assert!(!stderr.contains("\"event\""), "{stderr}");
+
     client.database(&restored).drop().await.unwrap();
 }
 
