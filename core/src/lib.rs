@@ -29,3 +29,4 @@ pub mod logging;
 pub mod policy;
 pub mod secret;
 pub mod storage;
+pub mod time;

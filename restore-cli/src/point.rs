@@ -9,7 +9,7 @@
 //!   second up to the first whose `wall` is later than T (milliseconds count).
 //! - `latest` includes everything the repository holds.
 
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, FixedOffset};
 use mc_core::format::OplogTs;
 
 /// What `--at` asked for.
@@ -142,12 +142,8 @@ impl Cut {
     }
 }
 
-/// RFC 3339 with milliseconds, UTC.
-pub fn format_ms(unix_ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(unix_ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_else(|| format!("{unix_ms} ms"))
-}
+/// RFC 3339 with milliseconds, UTC (mc-core's one formatter).
+pub use mc_core::time::format_ms;
 
 /// An oplog timestamp as `ts:S:I (RFC 3339)`, how every message shows one: mc-core's
 /// [`OplogTs::text`], as a `String`.

@@ -393,13 +393,10 @@ impl StopReport {
         if self.complete() {
             return "capture stopped; everything majority-committed is durable".into();
         }
-        let wall = self
-            .durable_wall_ms
-            .and_then(chrono::DateTime::from_timestamp_millis)
-            .map_or_else(
-                || "wall time not stored by this run".to_owned(),
-                |d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            );
+        let wall = self.durable_wall_ms.map_or_else(
+            || "wall time not stored by this run".to_owned(),
+            mc_core::time::format_ms,
+        );
         let through = match self.durable {
             Some(d) => format!("durable through {} ({wall})", d.arg()),
             None => "nothing durable yet for this source".to_owned(),

@@ -68,12 +68,8 @@ pub fn encode(registry: &Registry) -> String {
     out
 }
 
-/// Unix ms as RFC 3339 with ms; 0 (never) as `None`.
-fn rfc3339_ms(ms: i64) -> Option<String> {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .filter(|_| ms > 0)
-        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-}
+// Unix ms as RFC 3339 with ms; 0 (never) as `None`.
+use mc_core::time::format_ms_if_set as rfc3339_ms;
 
 /// A point-in-time copy for `/status`.
 #[derive(Debug, Clone, Serialize)]

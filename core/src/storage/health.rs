@@ -202,10 +202,7 @@ impl StoreHealth {
         HealthSnapshot {
             store: self.describe(),
             state: self.state(),
-            since: (since > 0)
-                .then(|| chrono::DateTime::from_timestamp_millis(since))
-                .flatten()
-                .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+            since: crate::time::format_ms_if_set(since),
             for_seconds: (since > 0).then(|| ((now_ms() - since).max(0)) as f64 / 1000.0),
             last_error: self.last_error(),
             errors: self.errors().values().sum(),
