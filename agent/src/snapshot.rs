@@ -7,6 +7,12 @@
 //! oplog from `start`, which is valid for any time at or after `end`. Reads use read concern
 //! `majority`, so no document that a failover could roll back enters a snapshot.
 //!
+//! A large collection is read as several ranges of its `_id` index at once ([`ranges`]), each
+//! by its own cursor into its own parts; the point-in-time rule is unchanged, since every
+//! cursor reads between `start` and `end`. Reading, sealing and storing overlap ([`copy`]), a
+//! cursor's replies are sealed by several threads at once, and at most `parallelism` sealers
+//! work at any time, whatever mix of collections and ranges.
+//!
 //! Users and roles (`admin.system.users`, `admin.system.roles`) are copied only when asked
 //! (`snapshots.include_users_and_roles`); a snapshot that copied them lists both namespaces in
 //! its manifest, with no parts when the source has none (`docs/format.md` §2.1).
@@ -15,17 +21,32 @@
 //! data of snapshots without a manifest once their grace has passed, and a snapshot stalled
 //! longer than that must fail rather than commit a manifest whose parts are gone.
 
+mod copy;
+pub mod ranges;
+
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use mc_core::catalog::names::{new_snapshot_id, snapshot_data_key, snapshot_data_prefix};
+use mc_core::catalog::names::{new_snapshot_id, snapshot_data_prefix};
 use mc_core::catalog::{CollectionEntry, Repository, SnapshotManifest};
-use mc_core::format::{SegmentSpec, StreamKind, WriterInfo};
+use mc_core::format::WriterInfo;
 use mongodb::bson::{doc, Bson, Document, RawDocumentBuf};
-use mongodb::options::ReadConcern;
 
 use crate::capture::oplog::OplogSource;
 use crate::capture::CaptureError;
+
+/// Largest part, in raw BSON bytes, whatever `max_segment_bytes` says: each sealer holds one
+/// part being sealed, and one more is being stored, with `parallelism` sealers at most.
+pub const MAX_PART_BYTES: u64 = 16 << 20;
+
+/// Sealers one cursor feeds before a large collection is also split into ranges of `_id`: a
+/// collection scan costs the server half the CPU of an `_id` range's index scan and fetches,
+/// and one cursor delivered raw BSON faster than two cores compressed it (docs/performance.md,
+/// "Snapshot against mongodump"). So `parallelism` 4 reads a collection with one cursor and
+/// four sealers; 8 with two ranges of four; 16 with four.
+const SEALERS_PER_CURSOR: usize = 4;
 
 /// Databases never copied: replication state and cluster metadata.
 const SKIPPED_DATABASES: &[&str] = &["local", "config"];
@@ -68,8 +89,10 @@ pub async fn take(
     let client = source.client();
     let started = chrono::Utc::now();
     let id = new_snapshot_id(started);
+    let t0 = Instant::now();
     let start = source.majority_point().await?;
     tracing::info!(snapshot = %id, %start, reason = %s.reason, "snapshot started");
+    tracing::debug!(ms = t0.elapsed().as_millis(), "start point read");
 
     let mut planned = Vec::new();
     // Every database, or an Unauthorized error: without `authorizedDatabases: false` a user
@@ -140,21 +163,29 @@ pub async fn take(
         }
     }
 
-    let repo = Arc::new(repo.clone());
-    let id = Arc::new(id);
-    let settings = Arc::new(s.clone());
+    tracing::debug!(
+        ms = t0.elapsed().as_millis(),
+        collections = planned.len(),
+        "collections listed"
+    );
+    let copier = Arc::new(Copier {
+        repo: repo.clone(),
+        client: client.clone(),
+        settings: Arc::new(s.clone()),
+        snapshot: Arc::from(id.as_str()),
+        readers: Arc::new(tokio::sync::Semaphore::new(s.parallelism.max(1))),
+    });
     let mut collections: Vec<CollectionEntry> = futures::stream::iter(planned)
         .map(|p| {
-            let (repo, id, settings, client) =
-                (repo.clone(), id.clone(), settings.clone(), client.clone());
+            let copier = copier.clone();
             async move {
                 let ns = format!("{}.{}", p.db, p.name);
                 let (db, name) = (p.db.clone(), p.name.clone());
-                match copy_collection(&repo, &client, &id, &settings, p).await {
+                match copier.collection(p).await {
                     Ok(entry) => Ok(entry),
                     // Dropped while being copied: replaying the oplog from `start` drops it
                     // again, so the snapshot records it and moves on.
-                    Err(e) if !collection_exists(&client, &db, &name).await? => {
+                    Err(e) if !collection_exists(&copier.client, &db, &name).await? => {
                         tracing::info!(%ns, error = %e, "collection dropped during the snapshot");
                         Ok(CollectionEntry {
                             ns,
@@ -173,9 +204,11 @@ pub async fn take(
         .buffer_unordered(s.parallelism.max(1))
         .try_collect()
         .await?;
+    tracing::debug!(ms = t0.elapsed().as_millis(), "collections copied");
     collections.extend(absent);
     collections.sort_by(|a, b| a.ns.cmp(&b.ns));
-    check_parts(&repo, &s.source, &id, &collections).await?;
+    check_parts(repo, &s.source, &id, &collections).await?;
+    tracing::debug!(ms = t0.elapsed().as_millis(), "parts checked");
 
     let end = source.majority_point().await?;
     let manifest = SnapshotManifest {
@@ -188,7 +221,8 @@ pub async fn take(
         collections,
         reason: s.reason.clone(),
     };
-    manifest.store(&repo).await?;
+    manifest.store(repo).await?;
+    tracing::debug!(ms = t0.elapsed().as_millis(), "manifest stored");
     tracing::info!(
         snapshot = %manifest.id,
         %end,
@@ -200,96 +234,132 @@ pub async fn take(
     Ok(manifest)
 }
 
-async fn copy_collection(
-    repo: &Repository,
-    client: &mongodb::Client,
-    id: &str,
-    s: &SnapshotSettings,
-    p: Planned,
-) -> Result<CollectionEntry, CaptureError> {
-    let ns = format!("{}.{}", p.db, p.name);
-    let db = client.database(&p.db);
-    let mut indexes = Vec::new();
-    let mut entry_count = 0;
-    let mut entry_bytes = 0;
-    let mut parts = Vec::new();
-    if p.kind == "collection" || p.kind == "timeseries" {
-        let mut cursor = db
-            .run_cursor_command(doc! {"listIndexes": &p.name})
-            .await
-            .map_err(src)?;
-        while let Some(spec) = cursor.try_next().await.map_err(src)? {
-            indexes.push(Bson::Document(spec).into_canonical_extjson());
-        }
-        // A time-series collection's data lives in its buckets collection; copying the buckets
-        // as they are (like mongodump) keeps the measurements exact.
-        let data = if p.kind == "timeseries" {
-            format!("system.buckets.{}", p.name)
-        } else {
-            p.name.clone()
-        };
-        let coll = db.collection::<RawDocumentBuf>(&data);
-        let mut docs = coll
-            .find(doc! {})
-            .read_concern(ReadConcern::majority())
-            .batch_size(2000)
-            .await
-            .map_err(src)?;
-        let mut batch: Vec<Vec<u8>> = Vec::new();
-        let mut batch_bytes = 0u64;
-        // Sealing a part overlaps with reading the next: one part in flight at most, so memory
-        // stays at two parts.
-        let mut in_flight: Option<tokio::task::JoinHandle<Result<String, CaptureError>>> = None;
-        let mut next_part = 0u32;
-        loop {
-            let next = docs.try_next().await.map_err(src)?;
-            let done = next.is_none();
-            if let Some(d) = next {
-                let raw = d.into_bytes();
-                batch_bytes += raw.len() as u64;
-                batch.push(raw);
+/// What copying collections shares: where parts go, and the permits of the cursors reading.
+struct Copier {
+    repo: Repository,
+    client: mongodb::Client,
+    settings: Arc<SnapshotSettings>,
+    snapshot: Arc<str>,
+    /// `parallelism` permits: one per sealer of the cursors reading (a cursor reads a whole
+    /// collection or a range of one).
+    readers: Arc<tokio::sync::Semaphore>,
+}
+
+impl Copier {
+    /// Copies one collection: its index definitions, then its documents, as one cursor or as
+    /// ranges of `_id` read at once ([`ranges::plan`]).
+    async fn collection(&self, p: Planned) -> Result<CollectionEntry, CaptureError> {
+        let t = Instant::now();
+        let ns = format!("{}.{}", p.db, p.name);
+        let db = self.client.database(&p.db);
+        let mut indexes = Vec::new();
+        let (mut count, mut bytes, mut parts) = (0, 0, Vec::new());
+        if p.kind == "collection" || p.kind == "timeseries" {
+            let mut has_id_index = false;
+            let mut cursor = db
+                .run_cursor_command(doc! {"listIndexes": &p.name})
+                .await
+                .map_err(src)?;
+            while let Some(spec) = cursor.try_next().await.map_err(src)? {
+                has_id_index |= spec.get_document("key").ok() == Some(&doc! {"_id": 1});
+                indexes.push(Bson::Document(spec).into_canonical_extjson());
             }
-            let cut = batch_bytes >= s.max_segment_bytes
-                || (done && (!batch.is_empty() || next_part == 0));
-            if cut {
-                if let Some(task) = in_flight.take() {
-                    parts.push(
-                        task.await
-                            .map_err(|e| CaptureError::Source(e.to_string()))??,
-                    );
+            // A time-series collection's data lives in its buckets collection; copying the
+            // buckets as they are (like mongodump) keeps the measurements exact.
+            let data = if p.kind == "timeseries" {
+                format!("system.buckets.{}", p.name)
+            } else {
+                p.name.clone()
+            };
+            let coll = db.collection::<RawDocumentBuf>(&data);
+            let part_bytes = self.settings.max_segment_bytes.clamp(1, MAX_PART_BYTES);
+            // Capped collections keep their natural order (restore inserts them in it);
+            // clustered ones have no separate `_id` index to range over.
+            let splittable = p.kind == "collection"
+                && has_id_index
+                && !p.options.get_bool("capped").unwrap_or(false)
+                && !p.options.contains_key("clusteredIndex");
+            let parallelism = self.settings.parallelism.max(1);
+            let max_ranges = if splittable {
+                (parallelism / SEALERS_PER_CURSOR).max(1)
+            } else {
+                1
+            };
+            let plan = match ranges::plan(&coll, max_ranges, part_bytes).await {
+                Ok(plan) => plan,
+                Err(e) => {
+                    tracing::warn!(%ns, error = %e, "cannot sample the collection; reading it with one cursor in replies of the server's size");
+                    ranges::ReadPlan::whole()
                 }
-                entry_count += batch.len() as u64;
-                entry_bytes += batch_bytes;
-                let (repo, id, s, ns) = (repo.clone(), id.to_owned(), s.clone(), ns.clone());
-                let records = std::mem::take(&mut batch);
-                let part = next_part;
-                in_flight = Some(tokio::spawn(async move {
-                    store_part(&repo, &id, &s, &ns, part, records).await
-                }));
-                next_part += 1;
-                batch_bytes = 0;
+            };
+            let sink = copy::PartSink {
+                repo: self.repo.clone(),
+                settings: self.settings.clone(),
+                snapshot: self.snapshot.clone(),
+                ns: Arc::from(ns.as_str()),
+                part_bytes,
+                next_part: Arc::new(AtomicU32::new(0)),
+            };
+            let ranges = plan.ranges();
+            // Sealers per cursor: one per part the range holds, up to its share of
+            // `parallelism`; one for a capped collection, whose parts keep its order.
+            let capped = p.options.get_bool("capped").unwrap_or(false);
+            let sealers = if capped {
+                1
+            } else {
+                let parts_per_range = plan.bytes.unwrap_or(0) / part_bytes / ranges.len() as u64;
+                (parts_per_range as usize).clamp(1, (parallelism / ranges.len()).max(1))
+            };
+            let copies =
+                futures::future::try_join_all(ranges.iter().enumerate().map(|(i, range)| {
+                    let (coll, sink, readers) = (&coll, sink.clone(), self.readers.clone());
+                    async move {
+                        let _permits = readers
+                            .acquire_many_owned(sealers as u32)
+                            .await
+                            .map_err(|e| CaptureError::Source(e.to_string()))?;
+                        copy::copy_range(coll, range, plan.batch_size, sink, sealers, i == 0).await
+                    }
+                }))
+                .await?;
+            let mut took = [Duration::ZERO; 4];
+            for c in copies {
+                count += c.documents;
+                bytes += c.bytes;
+                parts.extend(c.parts);
+                for (sum, d) in
+                    took.iter_mut()
+                        .zip([c.server, c.backpressure, c.sealing, c.storing])
+                {
+                    *sum += d;
+                }
             }
-            if done {
-                break;
-            }
-        }
-        if let Some(task) = in_flight.take() {
-            parts.push(
-                task.await
-                    .map_err(|e| CaptureError::Source(e.to_string()))??,
+            tracing::debug!(
+                %ns,
+                documents = count,
+                parts = parts.len(),
+                ranges = ranges.len(),
+                sealers,
+                batch_size = plan.batch_size,
+                ms = t.elapsed().as_millis(),
+                // Summed over the ranges: waiting for the server, for the sealer, sealing, storing.
+                server_ms = took[0].as_millis(),
+                backpressure_ms = took[1].as_millis(),
+                sealing_ms = took[2].as_millis(),
+                storing_ms = took[3].as_millis(),
+                "collection copied"
             );
         }
+        Ok(CollectionEntry {
+            ns,
+            kind: p.kind,
+            options: Bson::Document(p.options).into_canonical_extjson(),
+            indexes,
+            count,
+            bytes,
+            parts,
+        })
     }
-    tracing::debug!(%ns, documents = entry_count, parts = parts.len(), "collection copied");
-    Ok(CollectionEntry {
-        ns,
-        kind: p.kind,
-        options: Bson::Document(p.options).into_canonical_extjson(),
-        indexes,
-        count: entry_count,
-        bytes: entry_bytes,
-        parts,
-    })
 }
 
 /// Fails unless every part the manifest will name is in the repository (one listing).
@@ -336,27 +406,6 @@ async fn collection_exists(
         .await
         .map_err(src)?;
     Ok(!names.is_empty())
-}
-
-async fn store_part(
-    repo: &Repository,
-    id: &str,
-    s: &SnapshotSettings,
-    ns: &str,
-    part: u32,
-    records: Vec<Vec<u8>>,
-) -> Result<String, CaptureError> {
-    let key = snapshot_data_key(&s.source, id, ns, part);
-    let mut spec = SegmentSpec::new(
-        StreamKind::SnapshotData,
-        &key,
-        &s.source,
-        serde_json::json!({"snapshot": id, "ns": ns, "part": part}),
-    );
-    spec.level = s.zstd_level;
-    spec.writer = s.writer.clone();
-    repo.put_segment(spec, records).await?;
-    Ok(key)
 }
 
 /// When snapshots are taken by a running agent.
