@@ -59,9 +59,10 @@ pub const USERS_AND_ROLES: &[&str] = &["system.users", "system.roles"];
 #[derive(Debug, Clone)]
 pub struct SnapshotSettings {
     pub source: String,
-    /// Collections copied at once.
+    /// Sealing threads at once, over all the cursors reading (a collection is read by one
+    /// cursor, or by several ranges of `_id` from 8 up).
     pub parallelism: usize,
-    /// Raw BSON bytes per data segment.
+    /// Raw BSON bytes per data segment (at most [`MAX_PART_BYTES`]).
     pub max_segment_bytes: u64,
     pub zstd_level: i32,
     pub writer: WriterInfo,

@@ -160,7 +160,8 @@ impl Default for CaptureSettings {
 pub struct SnapshotSettings {
     /// When to take a snapshot (UTC), as a `cron` expression with seconds.
     pub schedule: CronSchedule,
-    /// Collections copied at once, 1 to 64. Default `4`.
+    /// Sealing threads of a snapshot at once (and, from 8 up, cursors per large collection),
+    /// 1 to 64. Default `4`.
     #[serde(default = "default_parallelism", deserialize_with = "de_parallelism")]
     pub parallelism: u32,
     /// Also copy the users and roles (`admin.system.users`, `admin.system.roles`, with their
