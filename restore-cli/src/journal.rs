@@ -1,5 +1,6 @@
-//! The restore journal: what a restore has finished, kept on the target in
-//! [`JOURNAL_NS`], so `mc-restore --at T … --resume` continues an interrupted restore without
+//! The restore journal: what a restore has finished, kept on the target in a collection of
+//! `admin` named for the restore's namespace options (`mc_restore_journal.<key>`, [`name`]: two
+//! restores of different namespaces into one cluster at once keep separate journals), so `mc-restore --at T … --resume` continues an interrupted restore without
 //! redoing a finished part and without applying an oplog entry twice (docs/restore.md,
 //! "Resuming an interrupted restore").
 //!
@@ -30,11 +31,19 @@ use crate::namespaces::NamespaceMap;
 use crate::plan::RestorePlan;
 use crate::point::RestorePoint;
 
-/// Where the journal is: a collection of `admin`, beside the users and roles staging
-/// collections (`namespaces::STAGED_USERS_NS`).
+/// Where journals are: collections of `admin`, beside the users and roles staging
+/// collections (`namespaces::STAGED_USERS_NS`), named [`JOURNAL_PREFIX`] and a key.
 pub const JOURNAL_DB: &str = "admin";
-pub const JOURNAL_COLLECTION: &str = "mc_restore_journal";
-pub const JOURNAL_NS: &str = "admin.mc_restore_journal";
+pub const JOURNAL_PREFIX: &str = "mc_restore_journal.";
+const JOURNAL_NAMES: &str = "admin.mc_restore_journal.*";
+
+/// The journal collection of restores with these namespace options ([`NamespaceMap::describe`]):
+/// `mc_restore_journal.` and 16 hex digits of their SHA-256.
+pub fn name(namespaces: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(namespaces.as_bytes());
+    format!("{JOURNAL_PREFIX}{}", &hex::encode(digest)[..16])
+}
 
 const HEAD: &str = "restore";
 const PENDING_INDEXES: &str = "indexes";
@@ -42,12 +51,12 @@ const COMMANDS: &str = "replay.commands";
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error("{what} the restore journal ({JOURNAL_NS}) on the target failed: {}", describe(.error))]
+    #[error("{what} the restore journal ({JOURNAL_NAMES}) on the target failed: {}", describe(.error))]
     Target {
         what: &'static str,
         error: mongodb::error::Error,
     },
-    #[error("--resume: the target holds no interrupted restore to continue ({JOURNAL_NS} is absent: no restore was started here, or it finished, and a finished restore removes its journal). Run the same command without --resume to restore from the start")]
+    #[error("--resume: the target holds no interrupted restore to continue ({JOURNAL_NAMES} holds none for these namespace options: no restore was started here, or it finished, and a finished restore removes its journal). Run the same command without --resume to restore from the start")]
     NothingToResume,
     #[error("--resume refused: the interrupted restore on the target is another one ({interrupted}); {differences}. Continue it with its own --at, --snapshot and namespace options, or start over without --resume and with --drop (its progress is discarded)")]
     Mismatch {
@@ -56,7 +65,7 @@ pub enum JournalError {
     },
     #[error("the target holds an interrupted restore ({interrupted}): continue it with --resume and the same options, or start over with --drop (which discards its progress and drops the namespaces in scope)")]
     Unfinished { interrupted: String },
-    #[error("the restore journal ({JOURNAL_NS}) on the target is unreadable: {detail}; start over with --drop")]
+    #[error("the restore journal ({JOURNAL_NAMES}) on the target is unreadable: {detail}; start over with --drop")]
     Unreadable { detail: String },
 }
 
@@ -259,6 +268,8 @@ pub struct PendingIndexes {
 #[derive(Debug)]
 pub struct Journal {
     coll: Collection<Document>,
+    /// `admin.<its collection>`, as `applyOps` names it.
+    ns: String,
     resumed: Option<Interrupted>,
     phase: JournalPhase,
     workers: usize,
@@ -269,10 +280,10 @@ pub struct Journal {
     pending: Option<PendingIndexes>,
 }
 
-fn collection(target: &Client) -> Collection<Document> {
+fn collection(target: &Client, namespaces: &str) -> Collection<Document> {
     target
         .database(JOURNAL_DB)
-        .collection::<Document>(JOURNAL_COLLECTION)
+        .collection::<Document>(&name(namespaces))
 }
 
 fn failed(what: &'static str) -> impl FnOnce(mongodb::error::Error) -> JournalError {
@@ -299,9 +310,16 @@ fn i64_of(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// The interrupted restore whose journal is on the target, if any.
-pub async fn interrupted(target: &Client) -> Result<Option<Interrupted>, JournalError> {
-    let head = collection(target)
+/// The interrupted restore with these namespace options whose journal is on the target, if any.
+pub async fn interrupted(
+    target: &Client,
+    namespaces: &str,
+) -> Result<Option<Interrupted>, JournalError> {
+    head(&collection(target, namespaces)).await
+}
+
+async fn head(coll: &Collection<Document>) -> Result<Option<Interrupted>, JournalError> {
+    let head = coll
         .find_one(doc! {"_id": HEAD})
         .await
         .map_err(failed("reading"))?;
@@ -310,29 +328,58 @@ pub async fn interrupted(target: &Client) -> Result<Option<Interrupted>, Journal
         .map_err(|detail| JournalError::Unreadable { detail })
 }
 
-/// Drops the journal (a finished restore, or `--drop` starting over).
-pub async fn discard(target: &Client) -> Result<(), JournalError> {
-    match collection(target).drop().await {
+/// Every interrupted restore whose journal is on the target, whatever its namespaces.
+pub async fn all_interrupted(target: &Client) -> Result<Vec<Interrupted>, JournalError> {
+    let admin = target.database(JOURNAL_DB);
+    let names = admin
+        .list_collection_names()
+        .filter(doc! {"name": {"$regex": format!("^{}", JOURNAL_PREFIX.replace('.', "\\."))}})
+        .await
+        .map_err(failed("listing"))?;
+    let mut out = Vec::new();
+    for name in names {
+        if let Some(found) = head(&admin.collection::<Document>(&name)).await? {
+            out.push(found);
+        }
+    }
+    Ok(out)
+}
+
+/// Drops the journal of restores with these namespace options (`--drop` starting over).
+pub async fn discard(target: &Client, namespaces: &str) -> Result<(), JournalError> {
+    drop_collection(&collection(target, namespaces)).await
+}
+
+async fn drop_collection(coll: &Collection<Document>) -> Result<(), JournalError> {
+    match coll.drop().await {
         Ok(()) => Ok(()),
         Err(e) if crate::errors::code_of(&e) == Some(crate::errors::NAMESPACE_NOT_FOUND) => Ok(()),
         Err(e) => Err(failed("dropping")(e)),
     }
 }
 
-/// The `applyOps` operation recording that replay worker `worker` has applied `applied` writes:
-/// an insert, which `applyOps` applies as an upsert.
-pub fn worker_op(worker: usize, applied: u64) -> RawDocumentBuf {
+/// The `applyOps` operation recording in journal `ns` ([`Journal::ns`]) that replay worker
+/// `worker` has applied `applied` writes: an insert, which `applyOps` applies as an upsert.
+pub fn worker_op(ns: &str, worker: usize, applied: u64) -> RawDocumentBuf {
     rawdoc! {
         "op": "i",
-        "ns": JOURNAL_NS,
+        "ns": ns,
         "o": {"_id": worker_id(worker), "applied": i64_of(applied)},
     }
 }
 
 /// Records that replay worker `worker` has applied `applied` writes, on its own (after a write
 /// too large for `applyOps`, which is idempotent: a replacement or a delete by `_id`).
-pub async fn mark_worker(target: &Client, worker: usize, applied: u64) -> Result<(), JournalError> {
-    collection(target)
+pub async fn mark_worker(
+    target: &Client,
+    ns: &str,
+    worker: usize,
+    applied: u64,
+) -> Result<(), JournalError> {
+    let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
+    target
+        .database(db)
+        .collection::<Document>(coll)
         .replace_one(
             doc! {"_id": worker_id(worker)},
             doc! {"_id": worker_id(worker), "applied": i64_of(applied)},
@@ -346,15 +393,19 @@ pub async fn mark_worker(target: &Client, worker: usize, applied: u64) -> Result
 impl Journal {
     /// Before a restore from the start: an interrupted restore's journal on the target makes it
     /// refuse, or with `drop` is discarded (with a warning) so the restore starts over.
-    pub async fn check_fresh(target: &Client, drop: bool) -> Result<(), JournalError> {
-        if let Some(found) = interrupted(target).await? {
+    pub async fn check_fresh(
+        target: &Client,
+        identity: &Identity,
+        drop: bool,
+    ) -> Result<(), JournalError> {
+        if let Some(found) = interrupted(target, &identity.namespaces).await? {
             if !drop {
                 return Err(JournalError::Unfinished {
                     interrupted: found.describe(),
                 });
             }
             tracing::warn!(interrupted = %found.describe(), "--drop: discarding the journal of an interrupted restore on the target and starting over");
-            discard(target).await?;
+            discard(target, &identity.namespaces).await?;
         }
         Ok(())
     }
@@ -367,8 +418,8 @@ impl Journal {
         workers: usize,
     ) -> Result<Journal, JournalError> {
         // Marks without a head (a journal dropped half-way) must not count.
-        discard(target).await?;
-        let coll = collection(target);
+        discard(target, &identity.namespaces).await?;
+        let coll = collection(target, &identity.namespaces);
         coll.insert_one(doc! {
             "_id": HEAD,
             "source": &identity.source,
@@ -385,6 +436,7 @@ impl Journal {
         .map_err(failed("starting"))?;
         Ok(Journal {
             coll,
+            ns: format!("{JOURNAL_DB}.{}", name(&identity.namespaces)),
             resumed: None,
             phase: JournalPhase::Load,
             workers: workers.max(1),
@@ -399,7 +451,19 @@ impl Journal {
     /// The journal of the interrupted restore on the target, which must be the one `identity`
     /// describes.
     pub async fn resume(target: &Client, identity: &Identity) -> Result<Journal, JournalError> {
-        let Some(found) = interrupted(target).await? else {
+        let Some(found) = interrupted(target, &identity.namespaces).await? else {
+            // Interrupted restores of other namespaces: this is not one of them.
+            let others = all_interrupted(target).await?;
+            if let Some(other) = others.first() {
+                return Err(JournalError::Mismatch {
+                    interrupted: others
+                        .iter()
+                        .map(Interrupted::describe)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    differences: other.identity.differences(identity).join("; "),
+                });
+            }
             return Err(JournalError::NothingToResume);
         };
         let differences = found.identity.differences(identity);
@@ -409,9 +473,10 @@ impl Journal {
                 differences: differences.join("; "),
             });
         }
-        let coll = collection(target);
+        let coll = collection(target, &identity.namespaces);
         let mut journal = Journal {
             coll: coll.clone(),
+            ns: format!("{JOURNAL_DB}.{}", name(&identity.namespaces)),
             phase: found.phase,
             workers: found.workers,
             parts: HashMap::new(),
@@ -482,6 +547,16 @@ impl Journal {
             });
         }
         Ok(journal)
+    }
+
+    /// `admin.<collection>`: where the journal is, as `applyOps` names it.
+    pub fn ns(&self) -> &str {
+        &self.ns
+    }
+
+    /// Drops the journal: the restore is finished.
+    pub async fn finish(&self) -> Result<(), JournalError> {
+        drop_collection(&self.coll).await
     }
 
     /// The interrupted restore this one continues (`None`: a restore from the start).
