@@ -17,13 +17,14 @@ use mc_core::format::OplogTs;
 use mongodb::Client;
 use serde::Serialize;
 
+use crate::journal::{Identity, Journal, JournalError, JournalPhase, PendingIndexes};
 use crate::kafka::{self, KafkaPoint, KafkaResetOptions, KafkaResetReport};
 use crate::load::{load, LoadError, LoadProgress, LoadSettings, LoadStats};
 use crate::namespaces::NamespaceMap;
 use crate::plan::RestorePlan;
 use crate::point::RestorePoint;
 use crate::progress::{self, Gauge, Meter, Monitor, Reading};
-use crate::replay::{replay, ReplayError, ReplaySettings, ReplayStats};
+use crate::replay::{replay, ReplayError, ReplaySettings, ReplayStats, TargetCatalog};
 use crate::target::{prepare, TargetError};
 use crate::users::{UsersAndRolesStats, UsersError};
 
@@ -37,6 +38,8 @@ pub enum RestoreError {
     Replay(#[from] ReplayError),
     #[error(transparent)]
     Users(#[from] UsersError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
     #[error("restoring users and roles: {0}")]
     DrillUsers(String),
     /// The Kafka reset could not even be planned: nothing was changed, in MongoDB or Kafka.
@@ -56,6 +59,16 @@ impl RestoreError {
             RestoreError::Target(TargetError::NotEmpty { .. })
                 | RestoreError::Target(TargetError::Unreachable { .. })
                 | RestoreError::KafkaPlan { .. }
+                | RestoreError::Journal(
+                    JournalError::NothingToResume
+                        | JournalError::Mismatch { .. }
+                        | JournalError::Unfinished { .. }
+                        // Looking for an interrupted restore comes before any write.
+                        | JournalError::Target {
+                            what: "reading" | "listing",
+                            ..
+                        }
+                )
         )
     }
 }
@@ -221,11 +234,28 @@ pub struct RestoreSummary {
     /// Users and roles merged into the target's (`--restore-users-and-roles` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub users_and_roles: Option<UsersAndRolesStats>,
+    /// What an interrupted restore had done and this one did not do again (`--resume` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<Resumed>,
     /// The Kafka reset (or, for a drill, its dry run): `None` without Kafka.
     #[serde(skip)]
     pub kafka: Option<Result<KafkaResetReport, KafkaFailure>>,
     pub phases: Vec<Phase>,
     pub seconds: f64,
+}
+
+/// What a resumed restore took over from the interrupted one (`crate::journal`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Resumed {
+    /// The phase the interrupted restore had reached.
+    pub phase: &'static str,
+    /// Snapshot parts it had loaded completely.
+    pub parts_skipped: u64,
+    /// Oplog writes and catalog commands it had applied.
+    pub writes_skipped: u64,
+    pub commands_skipped: u64,
+    /// Collections whose indexes it had built.
+    pub index_builds_skipped: u64,
 }
 
 /// How users and roles are merged.
@@ -243,6 +273,9 @@ pub enum UsersMerge {
 #[derive(Debug, Clone, Default)]
 pub struct RestoreOptions {
     pub drop: bool,
+    /// Continue the interrupted restore whose journal is on the target (`--resume`): the plan
+    /// must be the same; finished parts, applied writes and built indexes are not done again.
+    pub resume: bool,
     pub load: LoadSettings,
     pub replay: ReplaySettings,
     pub users: UsersMerge,
@@ -339,40 +372,100 @@ pub async fn run(
     }
 
     clock.start(PhaseName::Prepare);
-    let dropped = prepare(target, map, options.drop).await?;
-    if map.users_and_roles() {
-        match options.users {
-            UsersMerge::Merge => crate::users::clear_staging(target).await?,
-            UsersMerge::Recorded => {
-                let removed = crate::users::remove_added(target)
-                    .await
-                    .map_err(RestoreError::DrillUsers)?;
-                if !removed.is_empty() {
-                    tracing::info!(removed = %removed.join(", "), "users and roles an earlier drill left on the target removed");
+    let identity = Identity::of(plan, map);
+    // The journal (crate::journal): resuming, the interrupted restore's, which must be this
+    // one, and the target is left as it is; otherwise a new one, after the safety check (an
+    // interrupted restore's journal refuses a restore from the start without --drop).
+    let (journal, dropped) = if options.resume {
+        let journal = Journal::resume(target, &identity).await?;
+        if let Some(was) = journal.resumed() {
+            tracing::info!(interrupted = %was.describe(), "resuming the interrupted restore");
+        }
+        (journal, Vec::new())
+    } else {
+        Journal::check_fresh(target, &identity, options.drop).await?;
+        let dropped = prepare(target, map, options.drop).await?;
+        if map.users_and_roles() {
+            match options.users {
+                UsersMerge::Merge => crate::users::clear_staging(target).await?,
+                UsersMerge::Recorded => {
+                    let removed = crate::users::remove_added(target)
+                        .await
+                        .map_err(RestoreError::DrillUsers)?;
+                    if !removed.is_empty() {
+                        tracing::info!(removed = %removed.join(", "), "users and roles an earlier drill left on the target removed");
+                    }
                 }
             }
         }
-    }
+        let journal =
+            Journal::start(target, &identity, &plan.point, options.replay.workers).await?;
+        (journal, dropped)
+    };
     clock.done(PhaseName::Prepare);
 
     clock.start(PhaseName::Load);
-    let loaded = load(repo, target, plan, options.load, progress.load.clone()).await?;
-    clock.done(PhaseName::Load);
-
-    clock.start(PhaseName::Replay);
-    let mut catalog = loaded.catalog;
-    let entries = progress.clone();
-    let replay_stats = replay(
+    let loaded = load(
         repo,
         target,
         plan,
-        map,
-        options.replay,
-        &mut catalog,
-        move |n| entries.entries.store(n, Relaxed),
+        options.load,
+        progress.load.clone(),
+        &journal,
     )
     .await?;
-    clock.done(PhaseName::Replay);
+    if !journal.load_finished() {
+        journal.reached(JournalPhase::Replay).await?;
+    }
+    clock.done(PhaseName::Load);
+
+    let mut catalog = loaded.catalog;
+    let replay_stats = match journal.pending_indexes() {
+        // Resuming after replay ended: the indexes it left are in the journal.
+        Some(pending) if journal.phase() >= JournalPhase::Indexes => {
+            catalog = TargetCatalog::default();
+            for (ns, specs) in &pending.indexes {
+                catalog.loaded(ns, &mongodb::bson::Document::new(), specs.clone());
+            }
+            ReplayStats {
+                last_applied: pending.last_applied,
+                ..ReplayStats::default()
+            }
+        }
+        _ => {
+            clock.start(PhaseName::Replay);
+            let entries = progress.clone();
+            let stats = replay(
+                repo,
+                target,
+                plan,
+                map,
+                ReplaySettings {
+                    workers: journal.workers(),
+                    ..options.replay
+                },
+                &mut catalog,
+                &journal,
+                move |n| entries.entries.store(n, Relaxed),
+            )
+            .await?;
+            journal
+                .replay_finished(&PendingIndexes {
+                    indexes: catalog
+                        .pending_indexes()
+                        .map(|(ns, specs)| (ns.clone(), specs.clone()))
+                        .collect(),
+                    last_applied: stats.last_applied,
+                })
+                .await?;
+            clock.done(PhaseName::Replay);
+            stats
+        }
+    };
+    let index_builds_skipped = catalog
+        .pending_indexes()
+        .filter(|(ns, _)| journal.indexes_built(ns))
+        .count() as u64;
 
     let pending: Vec<(String, u64)> = catalog
         .pending_indexes()
@@ -391,7 +484,7 @@ pub async fn run(
     );
     clock.start(PhaseName::Indexes);
     let indexes = catalog
-        .build_indexes(target)
+        .build_indexes(target, options.load.workers, &journal)
         .await
         .map_err(ReplayError::from)?;
     drop(builds);
@@ -400,6 +493,7 @@ pub async fn run(
     clock.done(PhaseName::Indexes);
 
     let users_and_roles = if map.users_and_roles() {
+        journal.reached(JournalPhase::Users).await?;
         clock.start(PhaseName::Users);
         let merged = match options.users {
             UsersMerge::Merge => crate::users::merge(target).await?,
@@ -412,6 +506,16 @@ pub async fn run(
     } else {
         None
     };
+    // MongoDB is restored: the journal goes (a Kafka reset that fails after this is retried
+    // with `mc-restore kafka-offsets`, not resumed).
+    journal.finish().await?;
+    let resumed = journal.resumed().map(|was| Resumed {
+        phase: was.phase.as_str(),
+        parts_skipped: loaded.parts_skipped,
+        writes_skipped: replay_stats.resumed_writes,
+        commands_skipped: replay_stats.resumed_commands,
+        index_builds_skipped,
+    });
 
     let kafka = match &options.kafka {
         Some(step) if step.options.dry_run => {
@@ -456,6 +560,7 @@ pub async fn run(
         replay: replay_stats,
         indexes,
         users_and_roles,
+        resumed,
         kafka,
         phases: clock.phases,
         seconds: clock.started.elapsed().as_secs_f64(),

@@ -162,6 +162,18 @@ pub async fn prepare(
 /// 2 cores, 2 partitions beat both 1 and 4+ (docs/performance.md); a user without the
 /// `hostInfo` privilege gets 2.
 pub async fn replay_workers(client: &Client) -> usize {
+    cores(client).await
+}
+
+/// How many snapshot parts to load at once, and collections' index builds to run at once: the
+/// target's CPU cores (`hostInfo`), 2 to 8 (docs/performance.md, "Restore against
+/// mongorestore"); 2 for a user without the `hostInfo` privilege.
+pub async fn load_workers(client: &Client) -> usize {
+    cores(client).await
+}
+
+/// The target's CPU cores (`hostInfo`), 2 to 8; 2 when it does not say.
+async fn cores(client: &Client) -> usize {
     let cores = client
         .database("admin")
         .run_command(doc! {"hostInfo": 1})

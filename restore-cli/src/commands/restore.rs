@@ -55,6 +55,13 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub drop: bool,
 
+    /// Continue the restore interrupted on this target (killed, or the target restarted), from
+    /// the journal it keeps there (admin.mc_restore_journal.<key>): give the same --at,
+    /// --snapshot and namespace options. Finished parts, applied oplog entries and built
+    /// indexes are not done again; a different plan is refused.
+    #[arg(long, conflicts_with_all = ["drop", "dry_run"])]
+    pub resume: bool,
+
     /// Also restore users and roles (with their hashed credentials) as they were at the point,
     /// merged into the target's: users and roles the target already has are kept. Needs a
     /// snapshot taken with the policy's snapshots.include_users_and_roles: true.
@@ -81,9 +88,10 @@ pub struct RestoreArgs {
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub replay_batch: usize,
 
-    /// Collections loaded at once.
-    #[arg(long, default_value_t = 4, value_name = "N")]
-    pub load_collections: usize,
+    /// Snapshot parts loaded at once, across collections, and collections whose indexes are
+    /// built at once (default: the target's CPU cores, from `hostInfo`, 2 to 8).
+    #[arg(long, alias = "load-collections", value_name = "N")]
+    pub load_workers: Option<usize>,
 
     /// After the MongoDB restore succeeds, reset the Kafka consumer groups matching this
     /// pattern (`*`, `?`) to their committed offsets at the same point; repeatable or
@@ -151,6 +159,23 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
         )?)
     };
     let (repo, source) = args.source.open().await?;
+    let point = match (args.resume, point, args.target.as_deref()) {
+        // Resuming `latest` means the interrupted restore's `latest`, not the newest point now.
+        (true, RestorePoint::Latest, Some(uri)) => {
+            let client = target::connect(uri).await?;
+            match mc_restore::journal::interrupted(&client, &map.describe())
+                .await?
+                .and_then(|was| was.latest_as_exact())
+            {
+                Some(exact) => {
+                    eprintln!("resuming: latest is the interrupted restore's, {exact}");
+                    exact
+                }
+                None => point,
+            }
+        }
+        _ => point,
+    };
     let plan = RestorePlan::build(&repo, &source, point, args.snapshot.as_deref(), &map)
         .await
         .with_context(|| format!("planning the restore of source {source}"))?;
@@ -202,8 +227,12 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
     let (monitor, ticker) = args.progress.start(args.json, progress.clone());
     let options = RestoreOptions {
         drop: args.drop,
+        resume: args.resume,
         load: LoadSettings {
-            collections: args.load_collections,
+            workers: match args.load_workers {
+                Some(n) => n,
+                None => target::load_workers(&client).await,
+            },
             ..LoadSettings::default()
         },
         replay: ReplaySettings {
@@ -225,7 +254,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<i32> {
     let summary = result.map_err(|e| {
         let context = if e.target_written() {
             format!(
-                "restore of source {source} to {} into {} did not complete; the target holds a partial restore: re-run with --drop",
+                "restore of source {source} to {} into {} did not complete; the target holds a partial restore: continue it with the same command and --resume, or start over with --drop",
                 plan.point,
                 target::redact(uri)
             )

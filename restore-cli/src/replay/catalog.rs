@@ -19,6 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use futures::{FutureExt, StreamExt};
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::Client;
 
@@ -210,28 +211,75 @@ impl TargetCatalog {
     }
 
     /// Builds every recorded index on the final data: one `createIndexes` per collection, so
-    /// the server builds a collection's indexes in one scan. Returns the number built.
-    pub async fn build_indexes(&self, target: &Client) -> Result<u64, IndexBuildError> {
+    /// the server builds a collection's indexes in one scan of it, and `parallel` collections'
+    /// builds at once (each build scans and sorts on one server thread; mongod runs three at
+    /// once, `maxNumActiveUserIndexBuilds`, and queues the rest). Every build runs to its end
+    /// even when another fails; the first failure is returned and the others are logged.
+    /// Returns the number of indexes built.
+    /// `journal`: a collection whose indexes an interrupted restore built is skipped, and each
+    /// collection built is recorded (a lost record only means `createIndexes` is sent again on
+    /// `--resume`, where indexes that exist with the same definition make it a no-op).
+    pub async fn build_indexes(
+        &self,
+        target: &Client,
+        parallel: usize,
+        journal: &crate::journal::Journal,
+    ) -> Result<u64, IndexBuildError> {
+        // By index, not by reference: a stream of references would make the caller's future's
+        // `Send` unprovable where it is spawned (the agent's drills).
+        let pending: Vec<(&String, &Vec<Document>)> = self.pending_indexes().collect();
+        let pending = &pending;
+        let results: Vec<Result<u64, IndexBuildError>> =
+            futures::stream::iter(0..pending.len())
+                .map(|i| async move {
+                    let (ns, specs) = pending[i];
+                    // Resume (crate::journal): built before the interruption.
+                    if journal.indexes_built(ns) {
+                        return Ok(specs.len() as u64);
+                    }
+                    let built = build_collection_indexes(target, ns, specs).await?;
+                    if let Err(e) = journal.indexes_done(ns).await {
+                        tracing::warn!(%ns, error = %e, "the built indexes could not be recorded in the restore journal");
+                    }
+                    Ok(built)
+                }.boxed())
+                .buffer_unordered(parallel.max(1))
+                .collect()
+                .await;
         let mut built = 0;
-        for (ns, specs) in self.pending_indexes() {
-            let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
-            target
-                .database(db)
-                .run_command(doc! {"createIndexes": coll, "indexes": specs.clone()})
-                .await
-                .map_err(|source| IndexBuildError {
-                    ns: ns.clone(),
-                    index: specs
-                        .iter()
-                        .filter_map(|s| s.get_str("name").ok())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    error: source,
-                })?;
-            built += specs.len() as u64;
+        let mut failed = None;
+        for result in results {
+            match result {
+                Ok(n) => built += n,
+                Err(e) if failed.is_none() => failed = Some(e),
+                Err(e) => tracing::error!(error = %e, "index build failed"),
+            }
         }
-        Ok(built)
+        failed.map_or(Ok(built), Err)
     }
+}
+
+/// One collection's indexes in one `createIndexes`.
+async fn build_collection_indexes(
+    target: &Client,
+    ns: &str,
+    specs: &[Document],
+) -> Result<u64, IndexBuildError> {
+    let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
+    target
+        .database(db)
+        .run_command(doc! {"createIndexes": coll, "indexes": specs.to_vec()})
+        .await
+        .map_err(|source| IndexBuildError {
+            ns: ns.to_owned(),
+            index: specs
+                .iter()
+                .filter_map(|s| s.get_str("name").ok())
+                .collect::<Vec<_>>()
+                .join(", "),
+            error: source,
+        })?;
+    Ok(specs.len() as u64)
 }
 
 /// `ns` and, for a time-series collection, the other name of its indexes: the snapshot records

@@ -27,6 +27,17 @@
 //!   the insert of the last document the snapshot read; the inserts before it are in the
 //!   snapshot (or were evicted before it) and are dropped, the rest applied in order
 //!   ([`CappedWindow`]).
+//!
+//! **Resuming** (`--resume`, [`crate::journal`]): which worker a write goes to, and in what
+//! order, follows from the plan alone (the entries, the namespaces, the number of workers, which
+//! the journal keeps), so each worker's writes are numbered. Every `applyOps` a worker sends
+//! also records, in the journal, how many of its writes are applied; MongoDB applies an
+//! `applyOps` of CRUD operations atomically, so that count is never ahead of or behind the
+//! writes. A resumed replay reads the oplog from the start again, decodes every entry and keeps
+//! the catalog as before, but sends no write a worker had applied, and runs no catalog command
+//! the journal counts as run (a command runs alone, after every earlier write; its count is
+//! written once it has run, and the commands replay runs are no-ops when repeated, see
+//! [`ALREADY_DONE`], should the restore stop in between).
 
 pub mod catalog;
 pub mod entry;
@@ -42,6 +53,7 @@ use mongodb::Client;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::errors::{self, describe};
+use crate::journal::{self, Journal};
 use crate::namespaces::NamespaceMap;
 use crate::plan::RestorePlan;
 use crate::point::format_ts;
@@ -75,6 +87,8 @@ pub enum ReplayError {
     Worker(String),
     #[error(transparent)]
     Index(#[from] catalog::IndexBuildError),
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
 }
 
 /// How replay runs.
@@ -115,6 +129,15 @@ pub struct ReplayStats {
     /// The newest entry inside the cut: the restored state is the source's state just after it.
     pub last_applied: Option<OplogTs>,
     pub decoded: DecodeStats,
+    /// Resuming: writes and catalog commands an interrupted restore had applied, not sent again.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub resumed_writes: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub resumed_commands: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// How a worker applies one write.
@@ -128,7 +151,12 @@ struct Mode {
 }
 
 enum Msg {
-    Write { op: RawDocumentBuf, mode: Mode },
+    /// `seq`: the write's number among this worker's writes, from 1.
+    Write {
+        op: RawDocumentBuf,
+        mode: Mode,
+        seq: u64,
+    },
     Flush(oneshot::Sender<Result<WorkerCounts, String>>),
 }
 
@@ -141,9 +169,21 @@ struct WorkerCounts {
 
 type Workers = Vec<(mpsc::Sender<Msg>, tokio::task::JoinHandle<()>)>;
 
+/// The workers, with each one's writes numbered in the order they are sent.
+struct Dispatch {
+    workers: Workers,
+    /// Writes sent to (or, resuming, skipped for) each worker so far.
+    sent: Vec<u64>,
+    /// Writes each worker had applied before an interrupted restore stopped: not sent again.
+    done: Vec<u64>,
+    skipped: u64,
+}
+
 /// Replays the plan's oplog into `target`. `catalog` holds what the load recorded (indexes,
-/// capped collections, the last document of each capped one) and is kept current. `on_entry` is
-/// called with each entry read (progress).
+/// capped collections, the last document of each capped one) and is kept current. `journal`
+/// records progress, and says what an interrupted restore had applied (then `settings.workers`
+/// must be its number of workers). `on_entry` is called with each entry read (progress).
+#[allow(clippy::too_many_arguments)]
 pub async fn replay(
     repo: &Repository,
     target: &Client,
@@ -151,8 +191,17 @@ pub async fn replay(
     map: &NamespaceMap,
     settings: ReplaySettings,
     catalog: &mut TargetCatalog,
+    journal: &Journal,
     on_entry: impl Fn(u64) + Send + Sync + 'static,
 ) -> Result<ReplayStats, ReplayError> {
+    let done = journal.replay_applied().to_vec();
+    if done.len() != settings.workers.max(1) {
+        return Err(ReplayError::Worker(format!(
+            "the journal counts {} replay workers, this replay has {}",
+            done.len(),
+            settings.workers.max(1)
+        )));
+    }
     let on_entry = Arc::new(on_entry);
     // Reader: segments in order, each streamed on a blocking thread into a bounded channel.
     let (raw_tx, mut raw_rx) = mpsc::channel::<RawDocumentBuf>(4096);
@@ -177,12 +226,25 @@ pub async fn replay(
 
     let batch = settings.batch.max(1);
     let workers: Workers = (0..settings.workers.max(1))
-        .map(|_| {
+        .map(|index| {
             let (tx, rx) = mpsc::channel::<Msg>(2 * batch);
-            let handle = tokio::spawn(worker(target.clone(), rx, batch));
+            let handle = tokio::spawn(worker(
+                target.clone(),
+                rx,
+                batch,
+                (index, journal.ns().to_owned()),
+            ));
             (tx, handle)
         })
         .collect();
+    let mut dispatch = Dispatch {
+        sent: vec![0; workers.len()],
+        workers,
+        done,
+        skipped: 0,
+    };
+    let commands_done = journal.commands_applied();
+    let mut commands_seen = 0u64;
 
     let mut stats = ReplayStats::default();
     let mut decoder = Decoder::default();
@@ -222,7 +284,9 @@ pub async fn replay(
             let in_window = head.ts <= window_end;
             if !in_window && capped_window.holding() {
                 // Past the snapshot's end: what the window held is applied in order.
-                release(&workers, catalog, capped_window.release_all()).await?;
+                dispatch
+                    .release(catalog, capped_window.release_all())
+                    .await?;
             }
             decoder.decode(&raw, map, &mut actions)?;
             for action in actions.drain(..) {
@@ -236,41 +300,53 @@ pub async fn replay(
                         if in_window && capped {
                             match capped_window.offer(&ns, op) {
                                 Held::Apply(op) => {
-                                    send(&workers, catalog, &ns, partition, op, mode).await?
+                                    dispatch.send(catalog, &ns, partition, op, mode).await?
                                 }
                                 Held::Kept => {}
                                 Held::Released { ops, skipped } => {
                                     stats.capped_window_skipped += skipped;
                                     for op in ops {
-                                        send(&workers, catalog, &ns, partition, op, mode).await?;
+                                        dispatch.send(catalog, &ns, partition, op, mode).await?;
                                     }
                                 }
                             }
                         } else {
-                            send(&workers, catalog, &ns, partition, op, mode).await?;
+                            dispatch.send(catalog, &ns, partition, op, mode).await?;
                         }
                     }
                     Action::Command(cmd) => {
-                        release(&workers, catalog, capped_window.before_command(&cmd)).await?;
+                        dispatch
+                            .release(catalog, capped_window.before_command(&cmd))
+                            .await?;
                         let Some(cmd) = catalog.intercept(cmd) else {
                             stats.applied_commands += 1;
                             continue;
                         };
-                        drain(&workers, &mut stats).await?;
+                        commands_seen += 1;
+                        if commands_seen <= commands_done {
+                            // Run by the interrupted restore, after every write before it.
+                            stats.resumed_commands += 1;
+                            continue;
+                        }
+                        dispatch.drain(&mut stats).await?;
                         apply_command(target, map, cmd).await?;
+                        journal.commands_done(commands_seen).await?;
                         stats.applied_commands += 1;
                     }
                 }
             }
             stats.last_applied = Some(head.ts);
         }
-        release(&workers, catalog, capped_window.release_all()).await?;
-        drain(&workers, &mut stats).await?;
+        dispatch
+            .release(catalog, capped_window.release_all())
+            .await?;
+        dispatch.drain(&mut stats).await?;
         Ok(())
     }
     .await;
     drop(raw_rx);
-    for (tx, handle) in workers {
+    stats.resumed_writes = dispatch.skipped;
+    for (tx, handle) in dispatch.workers {
         drop(tx);
         let _ = handle.await;
     }
@@ -297,45 +373,61 @@ pub async fn replay(
     Ok(stats)
 }
 
-/// Sends one write to its worker: a capped collection's writes all to one worker (source
-/// order across documents), other writes by document.
-async fn send(
-    workers: &Workers,
-    catalog: &TargetCatalog,
-    ns: &str,
-    partition: u64,
-    op: RawDocumentBuf,
-    mode: Mode,
-) -> Result<(), ReplayError> {
-    let partition = if catalog.is_capped(ns) {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        ns.hash(&mut h);
-        h.finish()
-    } else {
-        partition
-    };
-    let w = &workers[(partition % workers.len() as u64) as usize].0;
-    w.send(Msg::Write { op, mode })
-        .await
-        .map_err(|_| ReplayError::Worker("a replay worker ended early".into()))
-}
-
-/// Sends writes a [`CappedWindow`] held, in their order (they are inside the snapshot's window,
-/// and capped: no upsert).
-async fn release(
-    workers: &Workers,
-    catalog: &TargetCatalog,
-    held: Vec<(String, RawDocumentBuf)>,
-) -> Result<(), ReplayError> {
-    let mode = Mode {
-        in_window: true,
-        upsert: false,
-    };
-    for (ns, op) in held {
-        send(workers, catalog, &ns, 0, op, mode).await?;
+impl Dispatch {
+    /// Sends one write to its worker: a capped collection's writes all to one worker (source
+    /// order across documents), other writes by document. Resuming, a write the worker had
+    /// applied is counted and not sent.
+    async fn send(
+        &mut self,
+        catalog: &TargetCatalog,
+        ns: &str,
+        partition: u64,
+        op: RawDocumentBuf,
+        mode: Mode,
+    ) -> Result<(), ReplayError> {
+        let partition = if catalog.is_capped(ns) {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            ns.hash(&mut h);
+            h.finish()
+        } else {
+            partition
+        };
+        let index = (partition % self.workers.len() as u64) as usize;
+        self.sent[index] += 1;
+        let seq = self.sent[index];
+        if seq <= self.done[index] {
+            self.skipped += 1;
+            return Ok(());
+        }
+        self.workers[index]
+            .0
+            .send(Msg::Write { op, mode, seq })
+            .await
+            .map_err(|_| ReplayError::Worker("a replay worker ended early".into()))
     }
-    Ok(())
+
+    /// Sends writes a [`CappedWindow`] held, in their order (they are inside the snapshot's
+    /// window, and capped: no upsert).
+    async fn release(
+        &mut self,
+        catalog: &TargetCatalog,
+        held: Vec<(String, RawDocumentBuf)>,
+    ) -> Result<(), ReplayError> {
+        let mode = Mode {
+            in_window: true,
+            upsert: false,
+        };
+        for (ns, op) in held {
+            self.send(catalog, &ns, 0, op, mode).await?;
+        }
+        Ok(())
+    }
+
+    /// Flushes every worker and waits until all their writes are applied.
+    async fn drain(&self, stats: &mut ReplayStats) -> Result<(), ReplayError> {
+        drain(&self.workers, stats).await
+    }
 }
 
 /// Flushes every worker and waits until all their writes are applied.
@@ -358,12 +450,20 @@ async fn drain(workers: &Workers, stats: &mut ReplayStats) -> Result<(), ReplayE
     Ok(())
 }
 
-/// One partition: batches writes (by count and bytes) and applies them; reports at each flush.
-/// After a failure it keeps draining its channel and reports the failure at the next flush.
-async fn worker(target: Client, mut rx: mpsc::Receiver<Msg>, batch: usize) {
+/// One partition: batches writes (by count and bytes) and applies them, each batch with the
+/// journal's count of this worker's writes applied; reports at each flush. After a failure it
+/// keeps draining its channel and reports the failure at the next flush.
+async fn worker(
+    target: Client,
+    mut rx: mpsc::Receiver<Msg>,
+    batch: usize,
+    (index, journal_ns): (usize, String),
+) {
     let admin = target.database("admin");
-    let mut pending: Vec<RawDocumentBuf> = Vec::with_capacity(batch);
+    let mut pending: Vec<RawDocumentBuf> = Vec::with_capacity(batch + 1);
     let mut pending_bytes = 0usize;
+    // The number of the last write in `pending`.
+    let mut pending_seq = 0u64;
     let mut pending_mode = Mode {
         in_window: false,
         upsert: false,
@@ -372,7 +472,7 @@ async fn worker(target: Client, mut rx: mpsc::Receiver<Msg>, batch: usize) {
     let mut failed: Option<String> = None;
     while let Some(msg) = rx.recv().await {
         match msg {
-            Msg::Write { op, mode } => {
+            Msg::Write { op, mode, seq } => {
                 if failed.is_some() {
                     continue;
                 }
@@ -382,7 +482,10 @@ async fn worker(target: Client, mut rx: mpsc::Receiver<Msg>, batch: usize) {
                     || mode != pending_mode
                     || size > PLAIN_WRITE_BYTES;
                 if !pending.is_empty() && full {
-                    if let Err(e) = apply_batch(&admin, &pending, pending_mode, &mut counts).await {
+                    let progress = (journal_ns.as_str(), index, pending_seq);
+                    if let Err(e) =
+                        apply_batch(&admin, &mut pending, progress, pending_mode, &mut counts).await
+                    {
                         failed = Some(e);
                     }
                     pending.clear();
@@ -390,7 +493,16 @@ async fn worker(target: Client, mut rx: mpsc::Receiver<Msg>, batch: usize) {
                 }
                 if size > PLAIN_WRITE_BYTES {
                     if failed.is_none() {
-                        if let Err(e) = apply_plain(&target, &op, mode, &mut counts).await {
+                        // Not atomic with its count: a plain write is a replacement or a delete
+                        // by `_id`, the same if applied again after an interruption.
+                        let applied = apply_plain(&target, &op, mode, &mut counts).await;
+                        let marked = match applied {
+                            Ok(()) => journal::mark_worker(&target, &journal_ns, index, seq)
+                                .await
+                                .map_err(|e| e.to_string()),
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = marked {
                             failed = Some(e);
                         }
                     }
@@ -398,11 +510,15 @@ async fn worker(target: Client, mut rx: mpsc::Receiver<Msg>, batch: usize) {
                 }
                 pending_mode = mode;
                 pending_bytes += size;
+                pending_seq = seq;
                 pending.push(op);
             }
             Msg::Flush(ack) => {
                 if failed.is_none() && !pending.is_empty() {
-                    if let Err(e) = apply_batch(&admin, &pending, pending_mode, &mut counts).await {
+                    let progress = (journal_ns.as_str(), index, pending_seq);
+                    if let Err(e) =
+                        apply_batch(&admin, &mut pending, progress, pending_mode, &mut counts).await
+                    {
                         failed = Some(e);
                     }
                 }
@@ -418,25 +534,37 @@ async fn worker(target: Client, mut rx: mpsc::Receiver<Msg>, batch: usize) {
     }
 }
 
+/// Applies `ops`, the writes of worker `progress.1` numbered up to `progress.2`, in one
+/// `applyOps` with the journal's count of them (atomic: all CRUD). `ops` is given back as it
+/// came.
 async fn apply_batch(
     admin: &mongodb::Database,
-    ops: &[RawDocumentBuf],
+    ops: &mut Vec<RawDocumentBuf>,
+    (journal_ns, worker, last_seq): (&str, usize, u64),
     mode: Mode,
     counts: &mut WorkerCounts,
 ) -> Result<(), String> {
-    match admin
+    let n = ops.len();
+    ops.push(journal::worker_op(journal_ns, worker, last_seq));
+    let result = admin
         .run_raw_command(apply_ops_command(ops, mode.upsert))
-        .await
-    {
+        .await;
+    ops.pop();
+    match result {
         Ok(_) => {
-            counts.applied += ops.len() as u64;
+            counts.applied += n as u64;
             Ok(())
         }
         Err(_) if mode.in_window => {
             // One at a time: skip updates of documents the snapshot did not see.
-            for op in ops {
+            let first = last_seq + 1 - n as u64;
+            for (k, op) in ops.iter().enumerate() {
+                let with_count = [
+                    op.clone(),
+                    journal::worker_op(journal_ns, worker, first + k as u64),
+                ];
                 match admin
-                    .run_raw_command(apply_ops_command(std::slice::from_ref(op), mode.upsert))
+                    .run_raw_command(apply_ops_command(&with_count, mode.upsert))
                     .await
                 {
                     Ok(_) => counts.applied += 1,
@@ -448,7 +576,7 @@ async fn apply_batch(
             }
             Ok(())
         }
-        Err(e) => Err(describe_failure(&ops[0], &e, Some(ops.len()))),
+        Err(e) => Err(describe_failure(&ops[0], &e, Some(n))),
     }
 }
 
@@ -539,7 +667,7 @@ fn describe_failure(
         _ => describe_op(op),
     };
     format!(
-        "applying {what} to the target failed: {}; the target holds a partial restore: fix the cause, then re-run the restore with --drop",
+        "applying {what} to the target failed: {}; the target holds a partial restore: fix the cause, then continue it with --resume (or start over with --drop)",
         describe(e)
     )
 }

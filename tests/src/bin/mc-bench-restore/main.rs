@@ -5,6 +5,9 @@
 //!
 //! ```text
 //! cargo run --release -p mc-tests --bin mc-bench-restore -- [--docs 200000] [--ops 100000]
+//! cargo build --release -p mc-restore -p mc-tests --bin mc-restore --bin mc-bench-restore
+//! target/release/mc-bench-restore --end-to-end --ops 0 --rounds 5 \
+//!     [--mc-restore before=/path/to/old/mc-restore --mc-restore after=target/release/mc-restore]
 //! ```
 //!
 //! Setup (not timed): a source database of `--docs` documents of ~1 KiB on the services' replica
@@ -23,6 +26,12 @@
 //! 4. **baseline replay**: the same entries, already decoded in memory (`ui` and session fields
 //!    removed), applied by one task with `applyOps` of 1,000 — the 58.6 k ops/s reference of
 //!    the issue.
+//!
+//! With `--end-to-end` (issue 16) it times instead `mc-restore --at latest` as a process, end to
+//! end, into the source's own replica set (or `--target-uri`) under another database name:
+//! see `end_to_end.rs`.
+
+mod end_to_end;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -33,10 +42,7 @@ use clap::Parser;
 use mc_agent::capture::oplog::OplogSource;
 use mc_agent::metrics::Metrics;
 use mc_agent::snapshot::{take, SnapshotSettings};
-use mc_core::catalog::Repository;
-use mc_core::crypto::{Keyring, SecretKey};
 use mc_core::format::WriterInfo;
-use mc_core::storage::local::LocalDir;
 use mc_restore::load::{load, LoadProgress, LoadSettings};
 use mc_restore::namespaces::NamespaceMap;
 use mc_restore::plan::RestorePlan;
@@ -77,6 +83,22 @@ struct Args {
     /// wraps, instead of plain updates.
     #[arg(long)]
     constrained: bool,
+    /// Time `mc-restore --at latest` as a process, end to end, instead of the in-process phases.
+    #[arg(long)]
+    end_to_end: bool,
+    /// Rounds of `--end-to-end`.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// `--end-to-end`: a binary to time, as LABEL=PATH; repeatable, the binaries take turns in
+    /// each round (default: the mc-restore beside this bench).
+    #[arg(long, value_name = "LABEL=PATH")]
+    mc_restore: Vec<String>,
+    /// `--end-to-end`: an extra argument for every mc-restore run (`--restore-arg=--load-workers=4`).
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    restore_arg: Vec<String>,
+    /// `--end-to-end`: the MongoDB to restore into (default: the source replica set).
+    #[arg(long, value_name = "URI")]
+    target_uri: Option<String>,
 }
 
 fn document(id: i64) -> Document {
@@ -136,12 +158,8 @@ async fn main() -> anyhow::Result<()> {
             .await?;
     }
 
-    let dir = tempfile::tempdir()?;
-    let repo = Repository::new(
-        Arc::new(LocalDir::new(dir.path().join("repo"))?),
-        Keyring::new(vec![SecretKey::generate()?], "bench")?,
-    );
-    repo.init().await?;
+    // repo/ and keyring in a temporary directory, as mc-restore takes them.
+    let (dir, repo) = mc_tests::restore::temp_repository().await;
     let source = OplogSource::connect(&args.uri).await?;
     let source_id = "bench";
     let metrics = Arc::new(Metrics::default());
@@ -259,23 +277,61 @@ async fn main() -> anyhow::Result<()> {
 
     let map = NamespaceMap::new(vec![format!("{db_name}.*")], vec![], None, None)?;
     let plan = RestorePlan::build(&repo, source_id, RestorePoint::Latest, None, &map).await?;
+    let raw_bytes: u64 = plan.collections.iter().map(|c| c.entry.bytes).sum();
+    let docs: u64 = plan.collections.iter().map(|c| c.entry.count).sum();
+    if args.end_to_end {
+        let binaries = if args.mc_restore.is_empty() {
+            let beside = std::env::current_exe()?.with_file_name("mc-restore");
+            vec![("mc-restore".to_owned(), beside)]
+        } else {
+            args.mc_restore
+                .iter()
+                .map(|b| {
+                    let (label, path) = b.split_once('=').context("--mc-restore LABEL=PATH")?;
+                    Ok((label.to_owned(), path.into()))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?
+        };
+        let timed = end_to_end::EndToEnd {
+            binaries,
+            rounds: args.rounds,
+            extra_args: args.restore_arg.clone(),
+            repo_dir: dir.path(),
+            source_id,
+            source: &source_client,
+            db: &db_name,
+            target_uri: args.target_uri.as_deref().unwrap_or(&args.uri),
+            documents: docs,
+            mb: raw_bytes as f64 / 1e6,
+        }
+        .run()
+        .await;
+        source_client.database(&db_name).drop().await?;
+        return timed;
+    }
     let target_set = PrivateReplSet::start(ReplSetConfig {
         oplog_mb: 1024,
         ..ReplSetConfig::default()
     })
     .await;
     let target = target_set.node_client(0).clone();
-    let raw_bytes: u64 = plan.collections.iter().map(|c| c.entry.bytes).sum();
-    let docs: u64 = plan.collections.iter().map(|c| c.entry.count).sum();
 
-    // 1 + 2: mc-restore.
+    // 1 + 2: mc-restore, keeping its journal as a restore does (mc_restore::journal).
     let t = Instant::now();
+    let journal = mc_restore::journal::Journal::start(
+        &target,
+        &mc_restore::journal::Identity::of(&plan, &map),
+        &plan.point,
+        args.workers,
+    )
+    .await?;
     let loaded = load(
         &repo,
         &target,
         &plan,
         LoadSettings::default(),
         Arc::new(LoadProgress::default()),
+        &journal,
     )
     .await?;
     let mut ours_load = t.elapsed();
@@ -291,13 +347,16 @@ async fn main() -> anyhow::Result<()> {
             workers: args.workers,
         },
         &mut catalog,
+        &journal,
         |_| {},
     )
     .await?;
     let ours_replay = t.elapsed();
     // Index builds follow replay now; counted with the load, as before they were part of it.
     let t = Instant::now();
-    catalog.build_indexes(&target).await?;
+    catalog
+        .build_indexes(&target, LoadSettings::default().workers, &journal)
+        .await?;
     ours_load += t.elapsed();
     let loaded = loaded.stats;
     let ours_ops = replayed.applied_writes + replayed.applied_commands;
