@@ -154,7 +154,7 @@ mongo_start_node() {
   mkdir -p "$dir"
   "$BIN/mongod" --replSet "$MONGO_RS" --bind_ip 127.0.0.1 --port "$port" --dbpath "$dir" \
     --logpath "$dir/mongod.log" --pidfilepath "$dir/mongod.pid" --fork --nounixsocket \
-    --oplogSize 128 --wiredTigerCacheSizeGB 0.25 --setParameter diagnosticDataCollectionEnabled=false \
+    --oplogSize 1024 --wiredTigerCacheSizeGB 0.25 --setParameter diagnosticDataCollectionEnabled=false \
     --wiredTigerEngineConfigString 'log=(file_max=10MB,prealloc=false)' >"$dir/fork.out" 2>&1 \
     || die "mongod on port $port failed to start; see $dir/mongod.log"
   log "mongod node $i started on 127.0.0.1:$port (pid $(cat "$dir/mongod.pid"))"
