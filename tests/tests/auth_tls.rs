@@ -367,15 +367,12 @@ async fn restore_and_drill_as_least_privilege_users() {
 
     // Each target role is needed. Without `restore` the load's inserts are refused (they bypass
     // document validation, as the source's documents already passed it); without
-    // `readWriteAnyDatabase` replay's applyOps is (its updates and deletes).
+    // `readWriteAnyDatabase` the first read of the restore journal in `admin` is, before anything
+    // is written (replay's applyOps, its updates and deletes, would be too).
     let grant = "grant it the built-in roles `restore` and `readWriteAnyDatabase` (docs/operations.md, 'MongoDB users and roles')";
     for (user, missing, refused) in [
         (&no_restore, "restore", format!("insert on {restored}")),
-        (
-            &no_rw,
-            "readWriteAnyDatabase",
-            "applyOps on admin".to_owned(),
-        ),
+        (&no_rw, "readWriteAnyDatabase", "find on admin".to_owned()),
     ] {
         let out = restore_as(&set, user, dir.path(), &db, &restored);
         assert_eq!(
