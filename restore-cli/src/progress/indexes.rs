@@ -23,7 +23,17 @@ const POLL: Duration = Duration::from_secs(1);
 /// Polls `$currentOp` for the index builds of `namespaces` and makes the oldest one `meter`'s
 /// running step, until the returned ticker is dropped.
 pub fn watch(target: Client, namespaces: Vec<String>, meter: Arc<Meter>) -> Ticker {
-    Ticker(tokio::spawn(watch_builds(target, namespaces, meter)))
+    watch_every(POLL, target, namespaces, meter)
+}
+
+/// [`watch`], asking every `poll` (a test watches a build of a second or two more closely).
+pub fn watch_every(
+    poll: Duration,
+    target: Client,
+    namespaces: Vec<String>,
+    meter: Arc<Meter>,
+) -> Ticker {
+    Ticker(tokio::spawn(watch_builds(poll, target, namespaces, meter)))
 }
 
 /// The namespaces the server reports a collection's index builds under: its own, and for a
@@ -37,10 +47,10 @@ pub fn build_namespaces(ns: &str) -> Vec<String> {
     }
 }
 
-async fn watch_builds(target: Client, namespaces: Vec<String>, meter: Arc<Meter>) {
+async fn watch_builds(poll: Duration, target: Client, namespaces: Vec<String>, meter: Arc<Meter>) {
     let mut told = false;
     loop {
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep(poll).await;
         match builds(&target, &namespaces).await {
             Ok(step) => meter.set_step(step),
             Err(e) if !told => {
