@@ -54,6 +54,14 @@ impl Logging {
                 {
                     let store = self.inner.describe();
                     let down_s = down_for.as_secs();
+                    // A store that times out or is unreachable may come back by itself; one that
+                    // answers with a refusal (a missing bucket, denied credentials) needs a fix,
+                    // and saying "not answering" would send the operator after the network.
+                    let what = if kind.is_transient() {
+                        "the object store is not answering"
+                    } else {
+                        "the object store refuses the request (the error says why; fix it)"
+                    };
                     match self.health.backlog() {
                         Some(b) => tracing::warn!(
                             store = %store,
@@ -64,7 +72,7 @@ impl Logging {
                             waiting_bytes = b.waiting_bytes,
                             oldest_unstored_age_s = b.oldest_age.map(|a| a.as_secs()),
                             error = %message,
-                            "the object store is not answering; retrying (waiting bytes stay in memory or the spool, the rest in the oplog)"
+                            "{what}; retrying (waiting bytes stay in memory or the spool, the rest in the oplog)"
                         ),
                         None => tracing::warn!(
                             store = %store,
@@ -73,7 +81,7 @@ impl Logging {
                             kind = kind.as_str(),
                             failing_for_s = down_s,
                             error = %message,
-                            "the object store is not answering; retrying"
+                            "{what}; retrying"
                         ),
                     }
                 }

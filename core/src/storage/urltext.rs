@@ -44,22 +44,22 @@ pub(crate) fn raw_path(input: &str) -> &str {
     &path[..path.find(['?', '#']).unwrap_or(path.len())]
 }
 
-/// Decodes `%XX` escapes; `None` on a malformed escape or non-UTF-8 result.
+/// Decodes `%XX` escapes; `None` on a malformed escape (`%4`, `%zz`, which the
+/// `percent-encoding` crate would pass through as text: a repository path must not guess) or a
+/// non-UTF-8 result. The decoding itself is the crate's, as for namespaces (`catalog::names`).
 pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let well_formed = bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return None;
     }
-    String::from_utf8(out).ok()
+    let decoded = percent_encoding::percent_decode_str(s).decode_utf8().ok()?;
+    Some(decoded.into_owned())
 }
 
 /// Escapes what would break a query value (`&`, `#`, `%`, `+`, space); keeps `:` and `/`
@@ -73,4 +73,18 @@ pub(crate) fn query_escape(value: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn percent_decoding_is_strict() {
+        assert_eq!(percent_decode("/a%20b/%2541").as_deref(), Some("/a b/%41"));
+        assert_eq!(percent_decode("caf%C3%A9").as_deref(), Some("café"));
+        for bad in ["%", "%4", "a%zz", "%%41", "%C3", "%FF"] {
+            assert_eq!(percent_decode(bad), None, "{bad}");
+        }
+    }
 }
