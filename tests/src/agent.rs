@@ -137,3 +137,62 @@ pub async fn run_until_a_drill_passes(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Asserts that the oplog captured for `source_id` is one run reaching `end`, holding exactly the
+/// entries `local.oplog.rs` holds over that run's range, byte for byte, in strictly increasing
+/// order: nothing lost, nothing duplicated.
+pub async fn assert_one_run_equals_oplog(
+    repo: &mc_core::catalog::Repository,
+    client: &mongodb::Client,
+    source_id: &str,
+    end: OplogTs,
+) {
+    use futures::TryStreamExt;
+    use mc_agent::capture::oplog::{to_bson_ts, to_ts};
+    use mc_core::catalog::{Catalog, Timeline};
+    use mc_core::format::StreamKind;
+    use mongodb::bson::{doc, RawDocumentBuf};
+
+    let catalog = Catalog::load(repo, source_id, StreamKind::Oplog)
+        .await
+        .unwrap();
+    let timeline = Timeline::build(&catalog.segments);
+    assert_eq!(timeline.runs.len(), 1, "{timeline:?}");
+    let run = &timeline.runs[0];
+    assert!(run.end >= end);
+    let mut captured = Vec::new();
+    for key in &run.segments {
+        captured.extend(repo.read_segment(key).await.unwrap().1);
+    }
+    let expected: Vec<Vec<u8>> = client
+        .database("local")
+        .collection::<RawDocumentBuf>("oplog.rs")
+        .find(doc! {"ts": {"$gte": to_bson_ts(run.start), "$lte": to_bson_ts(run.end)}})
+        .sort(doc! {"$natural": 1})
+        .await
+        .unwrap()
+        .map_ok(|d| d.into_bytes())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(captured.len(), expected.len());
+    assert!(
+        captured == expected,
+        "captured entries differ from the oplog"
+    );
+    let ts: Vec<OplogTs> = captured
+        .iter()
+        .map(|r| {
+            to_ts(
+                RawDocumentBuf::from_bytes(r.clone())
+                    .unwrap()
+                    .get_timestamp("ts")
+                    .unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        ts.windows(2).all(|w| w[0] < w[1]),
+        "strictly increasing, no duplicate"
+    );
+}

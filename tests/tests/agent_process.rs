@@ -7,15 +7,13 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
-use mc_agent::capture::oplog::{to_bson_ts, to_ts, OplogSource};
-use mc_core::catalog::{Catalog, Repository, Timeline};
-use mc_core::format::{OplogTs, StreamKind};
+use mc_agent::capture::oplog::OplogSource;
+use mc_core::catalog::Repository;
+use mc_core::format::OplogTs;
 use mc_core::storage::local::LocalDir;
 use mc_tests::agent::{free_port, http_get, write_test_policy};
 use mc_tests::writer::{Steady, SteadyWriter};
 use mc_tests::*;
-use mongodb::bson::{doc, RawDocumentBuf};
 
 fn write_policy(dir: &Path, source_id: &str, port: u16) -> std::path::PathBuf {
     let extra = format!(
@@ -165,48 +163,7 @@ async fn sigterm_and_sigkill_restarts_keep_the_timeline_exact() {
         std::sync::Arc::new(LocalDir::new(dir.path().join("repo")).unwrap()),
         keyring,
     );
-    let catalog = Catalog::load(&repo, &source_id, StreamKind::Oplog)
-        .await
-        .unwrap();
-    let timeline = Timeline::build(&catalog.segments);
-    assert_eq!(timeline.runs.len(), 1, "{timeline:?}");
-    let run = &timeline.runs[0];
-    assert!(run.end >= end);
-    let mut captured = Vec::new();
-    for key in &run.segments {
-        captured.extend(repo.read_segment(key).await.unwrap().1);
-    }
-    let expected: Vec<Vec<u8>> = client
-        .database("local")
-        .collection::<RawDocumentBuf>("oplog.rs")
-        .find(doc! {"ts": {"$gte": to_bson_ts(run.start), "$lte": to_bson_ts(run.end)}})
-        .sort(doc! {"$natural": 1})
-        .await
-        .unwrap()
-        .map_ok(|d| d.into_bytes())
-        .try_collect()
-        .await
-        .unwrap();
-    assert_eq!(captured.len(), expected.len());
-    assert!(
-        captured == expected,
-        "captured entries differ from the oplog"
-    );
-    let ts: Vec<OplogTs> = captured
-        .iter()
-        .map(|r| {
-            to_ts(
-                RawDocumentBuf::from_bytes(r.clone())
-                    .unwrap()
-                    .get_timestamp("ts")
-                    .unwrap(),
-            )
-        })
-        .collect();
-    assert!(
-        ts.windows(2).all(|w| w[0] < w[1]),
-        "strictly increasing, no duplicate"
-    );
+    mc_tests::agent::assert_one_run_equals_oplog(&repo, &client, &source_id, end).await;
 
     // The operator's view of the same repository.
     let run_cmd = |args: &[&str]| {

@@ -17,18 +17,16 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
-use mc_agent::capture::oplog::{to_bson_ts, to_ts, OplogSource};
+use mc_agent::capture::oplog::OplogSource;
 use mc_agent::capture::spool::SpoolFull;
 use mc_agent::metrics::Metrics;
 use mc_core::catalog::names::oplog_key;
-use mc_core::catalog::{Catalog, Repository, Spool, Timeline};
+use mc_core::catalog::{Catalog, Repository, Spool};
 use mc_core::format::{OplogRange, OplogTs, SegmentSpec, StreamKind};
 use mc_core::storage::local::LocalDir;
 use mc_tests::agent::{capture_settings, wait_durable};
 use mc_tests::writer::{Steady, SteadyWriter};
 use mc_tests::*;
-use mongodb::bson::{doc, RawDocumentBuf};
 use tokio::sync::watch;
 
 /// A tmpfs mounted on a directory for the test; unmounted when dropped.
@@ -189,45 +187,7 @@ async fn a_full_spool_is_named_nothing_is_lost_and_capture_resumes_when_space_re
     task.await.unwrap().unwrap();
 
     // Nothing lost: one run, exactly the oplog's entries.
-    let catalog = Catalog::load(&repo, &source_id, StreamKind::Oplog)
-        .await
-        .unwrap();
-    let timeline = Timeline::build(&catalog.segments);
-    assert_eq!(timeline.runs.len(), 1, "{timeline:?}");
-    let run = &timeline.runs[0];
-    assert!(run.end >= end);
-    let mut captured = Vec::new();
-    for key in &run.segments {
-        captured.extend(repo.read_segment(key).await.unwrap().1);
-    }
-    let expected: Vec<Vec<u8>> = client
-        .database("local")
-        .collection::<RawDocumentBuf>("oplog.rs")
-        .find(doc! {"ts": {"$gte": to_bson_ts(run.start), "$lte": to_bson_ts(run.end)}})
-        .sort(doc! {"$natural": 1})
-        .await
-        .unwrap()
-        .map_ok(|d| d.into_bytes())
-        .try_collect()
-        .await
-        .unwrap();
-    assert_eq!(captured.len(), expected.len());
-    assert!(
-        captured == expected,
-        "captured entries differ from the oplog"
-    );
-    let ts: Vec<OplogTs> = captured
-        .iter()
-        .map(|r| {
-            to_ts(
-                RawDocumentBuf::from_bytes(r.clone())
-                    .unwrap()
-                    .get_timestamp("ts")
-                    .unwrap(),
-            )
-        })
-        .collect();
-    assert!(ts.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
+    mc_tests::agent::assert_one_run_equals_oplog(&repo, &client, &source_id, end).await;
     let leftovers: Vec<_> = std::fs::read_dir(&spool)
         .unwrap()
         .map(|e| e.unwrap().file_name())
