@@ -138,15 +138,34 @@ impl PrivateRedis {
         }
     }
 
-    /// Milliseconds the lease key has left (`PTTL`), or a negative value when it has none.
-    async fn lease_pttl(&self, source_id: &str) -> i64 {
+    /// Waits for the holder's next renewal to reach Redis and returns the moment the lease's
+    /// `PTTL` was read just after it, and that `PTTL` (ms).
+    ///
+    /// Why just after a renewal: the lease expires no earlier than `read + pttl`, but a renewal
+    /// landing between the read and the outage would move the real expiry (and the holder's own
+    /// deadline) later, making that bound too early by up to a renewal period. Right after a
+    /// renewal the next one is a third of the TTL away, far more than the read-to-outage gap.
+    async fn lease_pttl_after_renewal(&self, source_id: &str) -> (Instant, i64) {
         let client = redis::Client::open(self.url()).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        redis::cmd("PTTL")
-            .arg(format!("mc-backup:lease:{source_id}"))
-            .query_async(&mut conn)
-            .await
-            .unwrap()
+        let fresh = (TTL - TTL / 10).as_millis() as i64;
+        let t0 = Instant::now();
+        loop {
+            let read = Instant::now();
+            let pttl: i64 = redis::cmd("PTTL")
+                .arg(format!("mc-backup:lease:{source_id}"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if pttl >= fresh {
+                return (read, pttl);
+            }
+            assert!(
+                t0.elapsed() < TTL,
+                "the holder did not renew its lease within a TTL (pttl {pttl} ms)"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 
@@ -395,12 +414,10 @@ lease:\n  redis_url: {{ env: MC_TEST_LEASE_REDIS }}\n  ttl: {}s\n",
     assert_eq!(before_standby.segments, 0, "the standby stores nothing");
     let first_fence = before_holder.fence;
 
-    // Redis stops answering. The lease expires no earlier than `pttl` after we read it (a
-    // renewal between the read and the freeze only moves it later): the earliest moment another
-    // agent could take it. The holder must have stopped before then.
-    let read = Instant::now();
-    let pttl = redis.lease_pttl(&source_id).await;
-    assert!(pttl > 0, "the lease key has a TTL: {pttl}");
+    // Redis stops answering just after a renewal. The lease expires no earlier than `pttl`
+    // after we read it: the earliest moment another agent could take it. The holder must have
+    // stopped before then.
+    let (read, pttl) = redis.lease_pttl_after_renewal(&source_id).await;
     redis.take_away(outage);
     let frozen = Instant::now();
     let expires_no_earlier = read + Duration::from_millis(pttl as u64);
