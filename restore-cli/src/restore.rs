@@ -483,13 +483,14 @@ pub async fn run(
         progress.indexes.clone(),
     );
     clock.start(PhaseName::Indexes);
+    // Counted as each collection's build ends, so the count moves during the phase.
+    let meter = progress.indexes.clone();
     let indexes = catalog
-        .build_indexes(target, options.load.workers, &journal)
+        .build_indexes(target, options.load.workers, &journal, &|n| meter.add(n))
         .await
         .map_err(ReplayError::from)?;
     drop(builds);
     progress.indexes.set_step(None);
-    progress.indexes.add(indexes);
     clock.done(PhaseName::Indexes);
 
     let users_and_roles = if map.users_and_roles() {

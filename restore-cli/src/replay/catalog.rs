@@ -219,11 +219,13 @@ impl TargetCatalog {
     /// `journal`: a collection whose indexes an interrupted restore built is skipped, and each
     /// collection built is recorded (a lost record only means `createIndexes` is sent again on
     /// `--resume`, where indexes that exist with the same definition make it a no-op).
+    /// `built(n)` is called as each collection's `n` indexes are done (progress display).
     pub async fn build_indexes(
         &self,
         target: &Client,
         parallel: usize,
         journal: &crate::journal::Journal,
+        built: &(dyn Fn(u64) + Sync),
     ) -> Result<u64, IndexBuildError> {
         // By index, not by reference: a stream of references would make the caller's future's
         // `Send` unprovable where it is spawned (the agent's drills).
@@ -235,13 +237,15 @@ impl TargetCatalog {
                     let (ns, specs) = pending[i];
                     // Resume (crate::journal): built before the interruption.
                     if journal.indexes_built(ns) {
+                        built(specs.len() as u64);
                         return Ok(specs.len() as u64);
                     }
-                    let built = build_collection_indexes(target, ns, specs).await?;
+                    let n = build_collection_indexes(target, ns, specs).await?;
                     if let Err(e) = journal.indexes_done(ns).await {
                         tracing::warn!(%ns, error = %e, "the built indexes could not be recorded in the restore journal");
                     }
-                    Ok(built)
+                    built(n);
+                    Ok(n)
                 }.boxed())
                 .buffer_unordered(parallel.max(1))
                 .collect()

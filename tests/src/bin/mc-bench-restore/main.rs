@@ -355,7 +355,7 @@ async fn main() -> anyhow::Result<()> {
     // Index builds follow replay now; counted with the load, as before they were part of it.
     let t = Instant::now();
     catalog
-        .build_indexes(&target, LoadSettings::default().workers, &journal)
+        .build_indexes(&target, LoadSettings::default().workers, &journal, &|_| {})
         .await?;
     ours_load += t.elapsed();
     let loaded = loaded.stats;
