@@ -138,6 +138,26 @@ pub async fn run_until_a_drill_passes(
     }
 }
 
+/// The entries of `local.oplog.rs` from `start` to `end` (both included), in the oplog's order,
+/// as the raw bytes the server stores: what a captured run must equal byte for byte.
+pub async fn oplog_between(client: &mongodb::Client, start: OplogTs, end: OplogTs) -> Vec<Vec<u8>> {
+    use futures::TryStreamExt;
+    use mc_agent::capture::oplog::to_bson_ts;
+    use mongodb::bson::{doc, RawDocumentBuf};
+
+    client
+        .database("local")
+        .collection::<RawDocumentBuf>("oplog.rs")
+        .find(doc! {"ts": {"$gte": to_bson_ts(start), "$lte": to_bson_ts(end)}})
+        .sort(doc! {"$natural": 1})
+        .await
+        .unwrap()
+        .map_ok(|d| d.into_bytes())
+        .try_collect()
+        .await
+        .unwrap()
+}
+
 /// Asserts that the oplog captured for `source_id` is one run reaching `end`, holding exactly the
 /// entries `local.oplog.rs` holds over that run's range, byte for byte, in strictly increasing
 /// order: nothing lost, nothing duplicated.
@@ -147,11 +167,10 @@ pub async fn assert_one_run_equals_oplog(
     source_id: &str,
     end: OplogTs,
 ) {
-    use futures::TryStreamExt;
-    use mc_agent::capture::oplog::{to_bson_ts, to_ts};
+    use mc_agent::capture::oplog::to_ts;
     use mc_core::catalog::{Catalog, Timeline};
     use mc_core::format::StreamKind;
-    use mongodb::bson::{doc, RawDocumentBuf};
+    use mongodb::bson::RawDocumentBuf;
 
     let catalog = Catalog::load(repo, source_id, StreamKind::Oplog)
         .await
@@ -164,17 +183,7 @@ pub async fn assert_one_run_equals_oplog(
     for key in &run.segments {
         captured.extend(repo.read_segment(key).await.unwrap().1);
     }
-    let expected: Vec<Vec<u8>> = client
-        .database("local")
-        .collection::<RawDocumentBuf>("oplog.rs")
-        .find(doc! {"ts": {"$gte": to_bson_ts(run.start), "$lte": to_bson_ts(run.end)}})
-        .sort(doc! {"$natural": 1})
-        .await
-        .unwrap()
-        .map_ok(|d| d.into_bytes())
-        .try_collect()
-        .await
-        .unwrap();
+    let expected = oplog_between(client, run.start, run.end).await;
     assert_eq!(captured.len(), expected.len());
     assert!(
         captured == expected,

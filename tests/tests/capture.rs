@@ -5,8 +5,7 @@
 
 use std::sync::Arc;
 
-use futures::TryStreamExt;
-use mc_agent::capture::oplog::{to_bson_ts, OplogSource};
+use mc_agent::capture::oplog::OplogSource;
 use mc_agent::capture::{self};
 use mc_agent::metrics::Metrics;
 use mc_core::catalog::{Catalog, Repository, Timeline};
@@ -114,18 +113,7 @@ async fn restarts_and_crashes_lose_and_repeat_nothing() {
         let (_, records) = repo.read_segment(key).await.unwrap();
         captured.extend(records);
     }
-    let oplog = client
-        .database("local")
-        .collection::<RawDocumentBuf>("oplog.rs");
-    let expected: Vec<Vec<u8>> = oplog
-        .find(doc! {"ts": {"$gte": to_bson_ts(run.start), "$lte": to_bson_ts(run.end)}})
-        .sort(doc! {"$natural": 1})
-        .await
-        .unwrap()
-        .map_ok(|d| d.into_bytes())
-        .try_collect()
-        .await
-        .unwrap();
+    let expected = mc_tests::agent::oplog_between(&client, run.start, run.end).await;
     assert_eq!(captured.len(), expected.len(), "entry count");
     for (i, (got, want)) in captured.iter().zip(&expected).enumerate() {
         assert_eq!(got, want, "entry {i} differs");

@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
-use mc_agent::capture::oplog::{entry_ts, to_bson_ts, to_ts, OplogSource};
+use mc_agent::capture::oplog::{entry_ts, to_ts, OplogSource};
 use mc_agent::capture::{self};
 use mc_agent::metrics::Metrics;
 use mc_core::catalog::{Catalog, Repository, Timeline};
@@ -212,18 +211,7 @@ async fn capture_follows_three_elections_without_gap_or_loss() {
 
     // Exactly the final primary's oplog between the run's ends, byte for byte. (After catch-up
     // every member's oplog is the same history; the primary's is the authoritative one.)
-    let expected: Vec<Vec<u8>> = set
-        .node_client(last)
-        .database("local")
-        .collection::<RawDocumentBuf>("oplog.rs")
-        .find(doc! {"ts": {"$gte": to_bson_ts(run.start), "$lte": to_bson_ts(run.end)}})
-        .sort(doc! {"$natural": 1})
-        .await
-        .unwrap()
-        .map_ok(|d| d.into_bytes())
-        .try_collect()
-        .await
-        .unwrap();
+    let expected = mc_tests::agent::oplog_between(set.node_client(last), run.start, run.end).await;
     assert_eq!(captured.len(), expected.len(), "entry count");
     for (i, (got, want)) in captured.iter().zip(&expected).enumerate() {
         assert_eq!(got, want, "entry {i} ({}) differs", stamps[i]);
