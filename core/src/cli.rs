@@ -69,13 +69,48 @@ fn one_line(message: &str) -> String {
 /// Prints a fatal error of a binary as one line (with its causes joined by `: `) and returns the
 /// exit code to use. Keeps `main` functions to a line.
 pub fn report_fatal(bin: &str, err: &anyhow::Error) -> i32 {
-    eprintln!("{bin}: error: {err:#}");
+    eprintln!("{bin}: error: {}", error_text(err));
     1
+}
+
+/// An error and its causes on one line, each said once: many of our errors already include their
+/// cause in their own message (`"loading the snapshot: {0}"` with the cause as `source()`), and
+/// printing the chain as well (`{:#}`) would repeat it. A cause whose text the line already
+/// holds is left out.
+pub fn error_text(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 #[cfg(test)]
 mod tests {
-    use super::one_line;
+    use super::{error_text, one_line};
+
+    #[test]
+    fn a_cause_already_in_the_message_is_said_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("loading the snapshot: {0}")]
+        struct Load(#[source] std::io::Error);
+        let err = anyhow::Error::new(Load(std::io::Error::other("part 3 is truncated")))
+            .context("restore of source s did not complete");
+        assert_eq!(
+            error_text(&err),
+            "restore of source s did not complete: loading the snapshot: part 3 is truncated"
+        );
+        // A cause the message does not include is still shown.
+        let err = anyhow::Error::new(std::io::Error::other("connection refused")).context("x");
+        assert_eq!(error_text(&err), "x: connection refused");
+    }
 
     #[test]
     fn clap_errors_become_one_line() {

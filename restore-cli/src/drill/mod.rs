@@ -360,7 +360,9 @@ async fn drill_phases(
     let mut options = o.restore.clone();
     options.drop = true;
     options.users = UsersMerge::Recorded;
+    // As `mc-restore --at` sizes them, so the drill times the restore an operator would run.
     options.replay.workers = target::replay_workers(&scratch).await;
+    options.load.workers = target::load_workers(&scratch).await;
     options.kafka = o.kafka.clone().map(|mut k| {
         k.dry_run = true;
         KafkaStep { options: k }
