@@ -39,6 +39,7 @@
 //! written once it has run, and the commands replay runs are no-ops when repeated, see
 //! [`ALREADY_DONE`], should the restore stop in between).
 
+mod budget;
 pub mod catalog;
 pub mod entry;
 
@@ -57,6 +58,7 @@ use crate::journal::{self, Journal};
 use crate::namespaces::NamespaceMap;
 use crate::plan::RestorePlan;
 use crate::point::format_ts;
+use budget::{ByteBudget, Reserved};
 pub use catalog::TargetCatalog;
 use entry::{apply_ops_command, Action, Command, DecodeStats, Decoder};
 
@@ -67,6 +69,13 @@ pub const MAX_BATCH_BYTES: usize = 8 << 20;
 /// An entry this large is applied as a plain write: wrapped in `applyOps` it would pass the
 /// 16 MiB command limit (a document near 16 MiB is legal).
 pub const PLAIN_WRITE_BYTES: usize = 15 << 20;
+
+/// Bytes of entries read ahead of the decoder ([`budget`]).
+const READ_AHEAD_BYTES: usize = 16 << 20;
+
+/// Bytes of writes queued for each worker beyond the batch it is filling: one more batch, so a
+/// worker has its next `applyOps` ready while one runs ([`budget`]).
+const QUEUED_BYTES_PER_WORKER: usize = MAX_BATCH_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -156,6 +165,8 @@ enum Msg {
         op: RawDocumentBuf,
         mode: Mode,
         seq: u64,
+        /// Its bytes of the worker's queue, given back once the worker has taken it.
+        held: Reserved,
     },
     Flush(oneshot::Sender<Result<WorkerCounts, String>>),
 }
@@ -167,7 +178,14 @@ struct WorkerCounts {
     plain: u64,
 }
 
-type Workers = Vec<(mpsc::Sender<Msg>, tokio::task::JoinHandle<()>)>;
+/// A worker's queue, its budget and its task.
+struct Worker {
+    tx: mpsc::Sender<Msg>,
+    queued: ByteBudget,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+type Workers = Vec<Worker>;
 
 /// The workers, with each one's writes numbered in the order they are sent.
 struct Dispatch {
@@ -203,19 +221,22 @@ pub async fn replay(
         )));
     }
     let on_entry = Arc::new(on_entry);
-    // Reader: segments in order, each streamed on a blocking thread into a bounded channel.
-    let (raw_tx, mut raw_rx) = mpsc::channel::<RawDocumentBuf>(4096);
+    // Reader: segments in order, each streamed on a blocking thread into a channel bounded by
+    // bytes (READ_AHEAD_BYTES) as well as entries.
+    let (raw_tx, mut raw_rx) = mpsc::channel::<(RawDocumentBuf, Reserved)>(4096);
+    let read_ahead = ByteBudget::new(READ_AHEAD_BYTES);
     let reader = {
         let repo = repo.clone();
         let keys: Vec<String> = plan.segments.iter().map(|s| s.key.clone()).collect();
         tokio::spawn(async move {
             for key in keys {
-                let tx = raw_tx.clone();
+                let (tx, read_ahead) = (raw_tx.clone(), read_ahead.clone());
                 repo.scan_segment(&key, move |rec| {
+                    let held = read_ahead.reserve_blocking(rec.len());
                     let doc = RawDocumentBuf::from_bytes(rec.to_vec())
                         .map_err(|e| format!("record is not BSON: {e}"))?;
                     // A closed channel means replay ended (cut reached or failed): stop reading.
-                    tx.blocking_send(doc)
+                    tx.blocking_send((doc, held))
                         .map_err(|_| "replay stopped".to_string())
                 })
                 .await?;
@@ -234,7 +255,11 @@ pub async fn replay(
                 batch,
                 (index, journal.ns().to_owned()),
             ));
-            (tx, handle)
+            Worker {
+                tx,
+                queued: ByteBudget::new(QUEUED_BYTES_PER_WORKER),
+                handle,
+            }
         })
         .collect();
     let mut dispatch = Dispatch {
@@ -254,7 +279,8 @@ pub async fn replay(
     let window_end = plan.snapshot.end;
     let mut capped_window = CappedWindow::new(std::mem::take(&mut catalog.capped_last));
     let result: Result<(), ReplayError> = async {
-        while let Some(raw) = raw_rx.recv().await {
+        // `_read`: the entry's bytes of the read-ahead, given back once it is dispatched.
+        while let Some((raw, _read)) = raw_rx.recv().await {
             stats.entries_read += 1;
             on_entry(stats.entries_read);
             let head = entry::head(&raw)?;
@@ -346,7 +372,7 @@ pub async fn replay(
     .await;
     drop(raw_rx);
     stats.resumed_writes = dispatch.skipped;
-    for (tx, handle) in dispatch.workers {
+    for Worker { tx, handle, .. } in dispatch.workers {
         drop(tx);
         let _ = handle.await;
     }
@@ -400,9 +426,16 @@ impl Dispatch {
             self.skipped += 1;
             return Ok(());
         }
-        self.workers[index]
-            .0
-            .send(Msg::Write { op, mode, seq })
+        let worker = &self.workers[index];
+        let held = worker.queued.reserve(op.as_bytes().len()).await;
+        worker
+            .tx
+            .send(Msg::Write {
+                op,
+                mode,
+                seq,
+                held,
+            })
             .await
             .map_err(|_| ReplayError::Worker("a replay worker ended early".into()))
     }
@@ -432,7 +465,7 @@ impl Dispatch {
 
 /// Flushes every worker and waits until all their writes are applied.
 async fn drain(workers: &Workers, stats: &mut ReplayStats) -> Result<(), ReplayError> {
-    let acks = workers.iter().map(|(tx, _)| async move {
+    let acks = workers.iter().map(|Worker { tx, .. }| async move {
         let (ack_tx, ack_rx) = oneshot::channel();
         tx.send(Msg::Flush(ack_tx))
             .await
@@ -472,7 +505,14 @@ async fn worker(
     let mut failed: Option<String> = None;
     while let Some(msg) = rx.recv().await {
         match msg {
-            Msg::Write { op, mode, seq } => {
+            Msg::Write {
+                op,
+                mode,
+                seq,
+                held,
+            } => {
+                // In the batch being filled (bounded by MAX_BATCH_BYTES) from here on.
+                drop(held);
                 if failed.is_some() {
                     continue;
                 }
