@@ -77,7 +77,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() {
-    mc_agent::capture::bound_allocator_retention();
+    mc_core::process::fix_mmap_threshold();
     let cli: Cli = mc_core::cli::parse_or_exit();
     cli.global.init_logging();
     let result = match cli.command {

@@ -14,7 +14,8 @@
 //!   for the offset capture and the offset reset.
 //! - [`secret`]: [`secret::Secret`], a resolved secret value that never prints itself; a leaf
 //!   both `policy` and `kafka` use.
-//! - [`logging`], [`cli`]: what the binaries share at their edges.
+//! - [`logging`], [`cli`], [`process`]: what the binaries share at their edges (log setup,
+//!   argument errors, malloc's tunables).
 //!
 //! The repository format is specified in `docs/format.md`; the way the pieces fit together is
 //! drawn in `docs/architecture.md`.
@@ -27,6 +28,7 @@ pub mod format;
 pub mod kafka;
 pub mod logging;
 pub mod policy;
+pub mod process;
 pub mod secret;
 pub mod storage;
 pub mod time;

@@ -72,6 +72,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() {
+    mc_core::process::limit_malloc_arenas();
     let cli: Cli = mc_core::cli::parse_or_exit();
     cli.global.init_logging();
     let result = match cli.command {

@@ -27,31 +27,6 @@ use self::upload::{upload_batches, Budget, Queued, UploadSettings};
 use crate::metrics::capture::{pack, unpack};
 use crate::metrics::Metrics;
 
-/// Makes glibc's malloc give large blocks back to the system when they are freed.
-///
-/// By default glibc raises its mmap threshold to the size of the largest block freed (up to
-/// 32 MiB), after which segment-sized buffers (cursor replies, batches, sealed output) are carved
-/// from the heap and what they leave behind stays resident: catching up a backlog then ends with
-/// twice the live heap as RSS. A fixed threshold keeps blocks above it mapped on their own and
-/// unmapped on free. It is 1 MiB, above an oplog reply (`oplog::BATCH_SIZE` entries, typically
-/// under 1 MiB): with 256 KiB every reply was mapped and its pages faulted in afresh, which
-/// cost catching up a backlog about a fifth of the agent's CPU. Call once, early; a no-op off
-/// glibc.
-pub fn bound_allocator_retention() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn mallopt(param: i32, value: i32) -> i32;
-        }
-        const M_MMAP_THRESHOLD: i32 = -3;
-        // SAFETY: mallopt only changes allocator tunables; it is safe to call at any time.
-        #[allow(unsafe_code)]
-        unsafe {
-            mallopt(M_MMAP_THRESHOLD, 1 << 20);
-        }
-    }
-}
-
 /// Why capture stopped or could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {

@@ -24,7 +24,7 @@ const MIN_SPLIT_DOCUMENTS: u64 = 2_000;
 /// Sampled `_id`s per range: more gives ranges of more even sizes.
 const SAMPLES_PER_RANGE: u64 = 32;
 /// What one server reply should hold, about: the batch size is chosen from the documents'
-/// mean size. Below the agent's mmap threshold (1 MiB, `capture::bound_allocator_retention`),
+/// mean size. Below the agent's mmap threshold (`mc_core::process::AGENT_MMAP_THRESHOLD`),
 /// so reply buffers are reused from the heap instead of being mapped and faulted in afresh
 /// each time (that cost a fifth of the snapshot's CPU with 2.2 MB replies).
 pub const REPLY_BYTES: u64 = 768 << 10;
