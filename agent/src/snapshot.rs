@@ -11,7 +11,9 @@
 //! by its own cursor into its own parts; the point-in-time rule is unchanged, since every
 //! cursor reads between `start` and `end`. Reading, sealing and storing overlap ([`copy`]), a
 //! cursor's replies are sealed by several threads at once, and at most `parallelism` sealers
-//! work at any time, whatever mix of collections and ranges.
+//! compress at any time, whatever mix of collections and ranges. A sealer holds that permit only
+//! while it compresses a reply, so a cursor waiting on the server (large documents) leaves the
+//! cores to the other collections instead of reserving them.
 //!
 //! Users and roles (`admin.system.users`, `admin.system.roles`) are copied only when asked
 //! (`snapshots.include_users_and_roles`); a snapshot that copied them lists both namespaces in
@@ -38,8 +40,17 @@ use crate::capture::oplog::OplogSource;
 use crate::capture::CaptureError;
 
 /// Largest part, in raw BSON bytes, whatever `max_segment_bytes` says: each sealer holds one
-/// part being sealed, and one more is being stored, with `parallelism` sealers at most.
+/// part being sealed, and one more is being stored, with [`SEALERS_PER_PERMIT`] ×
+/// `parallelism` sealers at most.
 pub const MAX_PART_BYTES: u64 = 16 << 20;
+
+/// Sealer threads (each with a part in progress) per permit to compress. A sealer compresses
+/// only while it holds one of the `parallelism` permits; the threads beyond them let the
+/// collections' cursors all read at once, so a cursor waiting on the server does not hold a core
+/// idle while another collection queues (docs/performance.md, "What bounds each ratio on two
+/// cores": `transcripts` ran first nearly alone, `interviews` last). Two per permit bounds the
+/// parts in progress, hence memory, to twice what the permits alone would.
+const SEALERS_PER_PERMIT: usize = 2;
 
 /// Sealers one cursor feeds before a large collection is also split into ranges of `_id`: a
 /// collection scan costs the server half the CPU of an `_id` range's index scan and fetches,
@@ -59,7 +70,7 @@ pub const USERS_AND_ROLES: &[&str] = &["system.users", "system.roles"];
 #[derive(Debug, Clone)]
 pub struct SnapshotSettings {
     pub source: String,
-    /// Sealing threads at once, over all the cursors reading (a collection is read by one
+    /// Sealers compressing at once, over all the cursors reading (a collection is read by one
     /// cursor, or by several ranges of `_id` from 8 up).
     pub parallelism: usize,
     /// Raw BSON bytes per data segment (at most [`MAX_PART_BYTES`]).
@@ -174,7 +185,10 @@ pub async fn take(
         client: client.clone(),
         settings: Arc::new(s.clone()),
         snapshot: Arc::from(id.as_str()),
-        readers: Arc::new(tokio::sync::Semaphore::new(s.parallelism.max(1))),
+        sealers: Arc::new(tokio::sync::Semaphore::new(
+            s.parallelism.max(1) * SEALERS_PER_PERMIT,
+        )),
+        compressing: Arc::new(tokio::sync::Semaphore::new(s.parallelism.max(1))),
     });
     let mut collections: Vec<CollectionEntry> = futures::stream::iter(planned)
         .map(|p| {
@@ -235,15 +249,17 @@ pub async fn take(
     Ok(manifest)
 }
 
-/// What copying collections shares: where parts go, and the permits of the cursors reading.
+/// What copying collections shares: where parts go, and the permits of the sealers.
 struct Copier {
     repo: Repository,
     client: mongodb::Client,
     settings: Arc<SnapshotSettings>,
     snapshot: Arc<str>,
-    /// `parallelism` permits: one per sealer of the cursors reading (a cursor reads a whole
-    /// collection or a range of one).
-    readers: Arc<tokio::sync::Semaphore>,
+    /// [`SEALERS_PER_PERMIT`] × `parallelism` permits, one per sealer thread of the cursors
+    /// reading (a cursor reads a whole collection or a range of one), held while it runs.
+    sealers: Arc<tokio::sync::Semaphore>,
+    /// `parallelism` permits, one per sealer compressing a reply, held only while it does.
+    compressing: Arc<tokio::sync::Semaphore>,
 }
 
 impl Copier {
@@ -300,6 +316,7 @@ impl Copier {
                 ns: Arc::from(ns.as_str()),
                 part_bytes,
                 next_part: Arc::new(AtomicU32::new(0)),
+                compressing: self.compressing.clone(),
             };
             let ranges = plan.ranges();
             // Sealers per cursor: one per part the range holds, up to its share of
@@ -313,9 +330,9 @@ impl Copier {
             };
             let copies =
                 futures::future::try_join_all(ranges.iter().enumerate().map(|(i, range)| {
-                    let (coll, sink, readers) = (&coll, sink.clone(), self.readers.clone());
+                    let (coll, sink, sealer_permits) = (&coll, sink.clone(), self.sealers.clone());
                     async move {
-                        let _permits = readers
+                        let _permits = sealer_permits
                             .acquire_many_owned(sealers as u32)
                             .await
                             .map_err(|e| CaptureError::Source(e.to_string()))?;

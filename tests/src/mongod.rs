@@ -190,6 +190,11 @@ impl PrivateReplSet {
         )
     }
 
+    /// The process id of member `i`, or `None` while it is stopped (for CPU accounting).
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].child.as_ref().map(Child::id)
+    }
+
     /// `127.0.0.1:<port>` of member `i`, as the replica set config names it.
     pub fn host(&self, i: usize) -> String {
         format!("127.0.0.1:{}", self.nodes[i].port)

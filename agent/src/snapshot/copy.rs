@@ -8,7 +8,9 @@
 //! 2. **seal**: one or more blocking threads, each taking the next reply and writing its
 //!    documents straight into its own part's segment writer (zstd, then AES-256-GCM STREAM
 //!    frames), finishing the part once it holds the part size. zstd is most of the snapshot's
-//!    CPU, so several sealers per cursor let one cursor use several cores;
+//!    CPU, so several sealers per cursor let one cursor use several cores; a sealer compresses
+//!    a reply only while it holds one of the snapshot's `parallelism` permits
+//!    ([`PartSink::compressing`]);
 //! 3. **store**: this task stores each finished part (put-if-absent) while others are sealed.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -39,6 +41,8 @@ pub struct PartSink {
     pub part_bytes: u64,
     /// The collection's next part number, shared by its ranges.
     pub next_part: Arc<AtomicU32>,
+    /// The snapshot's permits to compress (`parallelism`), shared by every sealer.
+    pub compressing: Arc<tokio::sync::Semaphore>,
 }
 
 /// What one range held.
@@ -199,12 +203,22 @@ fn seal(
     let mut writer: Option<SegmentWriter<Vec<u8>>> = None;
     let bad =
         |e: String| CaptureError::Source(format!("{}: a reply that is not BSON: {e}", sink.ns));
-    let send = |w: SegmentWriter<Vec<u8>>| -> Result<(), CaptureError> {
-        let (out, sealed) = w.finish().map_err(mc_core::catalog::RepoError::from)?;
-        parts
-            .blocking_send((out, sealed))
-            // The storing stage stopped: its error says why.
-            .map_err(|_| CaptureError::Source(format!("{}: storing stopped", sink.ns)))
+    let finish = |w: SegmentWriter<Vec<u8>>| -> Result<(Vec<u8>, SealedSegment), CaptureError> {
+        Ok(w.finish().map_err(mc_core::catalog::RepoError::from)?)
+    };
+    let compress_permit = || {
+        futures::executor::block_on(sink.compressing.acquire())
+            .map_err(|_| CaptureError::Source(format!("{}: the snapshot stopped", sink.ns)))
+    };
+    // Sent after the permit is given back: waiting for the store holds no core.
+    let send = |finished: Vec<(Vec<u8>, SealedSegment)>| -> Result<(), CaptureError> {
+        for part in finished {
+            parts
+                .blocking_send(part)
+                // The storing stage stopped: its error says why.
+                .map_err(|_| CaptureError::Source(format!("{}: storing stopped", sink.ns)))?;
+        }
+        Ok(())
     };
     loop {
         // One sealer waits for the next reply at a time; the others wait for the lock.
@@ -213,7 +227,10 @@ fn seal(
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .blocking_recv();
         let Some(batch) = next else { break };
+        // Waiting for a permit is backpressure on this cursor, not sealing time.
+        let compressing = compress_permit()?;
         let t = Instant::now();
+        let mut finished = Vec::new();
         for value in batch.doc_slices().map_err(|e| bad(e.to_string()))? {
             let value = value.map_err(|e| bad(e.to_string()))?;
             let doc = value.as_document().ok_or_else(|| {
@@ -228,10 +245,12 @@ fn seal(
             documents += 1;
             bytes += doc.as_bytes().len() as u64;
             if w.plain_bytes() >= sink.part_bytes {
-                send(writer.take().expect("a part is being written"))?;
+                finished.push(finish(writer.take().expect("a part is being written"))?);
             }
         }
         busy += t.elapsed();
+        drop(compressing);
+        send(finished)?;
     }
     if !complete.load(Ordering::Acquire) {
         return Err(CaptureError::Source(format!(
@@ -239,11 +258,14 @@ fn seal(
             sink.ns
         )));
     }
-    let t = Instant::now();
     if let Some(w) = writer {
-        send(w)?;
+        let compressing = compress_permit()?;
+        let t = Instant::now();
+        let last = finish(w)?;
+        busy += t.elapsed();
+        drop(compressing);
+        send(vec![last])?;
     }
-    busy += t.elapsed();
     Ok((documents, bytes, busy))
 }
 

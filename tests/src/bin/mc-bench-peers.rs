@@ -28,7 +28,8 @@
 //!   are checked after every restore, then the database is dropped.
 //!
 //! For each: wall time min/median/max, CPU seconds (user + system) and peak RSS of the child
-//! (wait4), and per round the speed ratio peer time / mc-backup time (above 1: mc-backup is
+//! (wait4), the CPU seconds the mongod it talks to spent meanwhile (the source's for a dump, the
+//! target's for a restore; from /proc, not shown with `--source-uri`), and per round the speed ratio peer time / mc-backup time (above 1: mc-backup is
 //! faster). Without `--mongodump`/`--mongorestore` (or `MC_BENCH_MONGODUMP`/
 //! `MC_BENCH_MONGORESTORE`) only mc-backup's figures are printed.
 //!
@@ -53,7 +54,7 @@ use mc_agent::metrics::Metrics;
 use mc_core::catalog::Repository;
 use mc_core::crypto::keys::create_keyring_file;
 use mc_core::storage::local::LocalDir;
-use mc_tests::bench::{loadavg, machine_description, percentile};
+use mc_tests::bench::{cpu_seconds, loadavg, machine_description, percentile};
 use mc_tests::mongod::{PrivateReplSet, ReplSetConfig};
 use mc_tests::workload::{self, next, text};
 use mongodb::bson::{doc, DateTime, Document, RawDocumentBuf};
@@ -192,6 +193,8 @@ struct Run {
     cpu: f64,
     /// Peak resident set of the child, MiB.
     rss_mib: f64,
+    /// CPU seconds the mongod serving the child spent while it ran (None: not ours to see).
+    server_cpu: Option<f64>,
     stdout: String,
     stderr: String,
 }
@@ -212,10 +215,16 @@ impl Series {
     fn row(&self, work: &str, tool: &str, bytes: u64) -> String {
         let mut w = self.walls();
         let mut cpu: Vec<f64> = self.runs.iter().map(|r| r.cpu).collect();
+        let mut server: Vec<f64> = self.runs.iter().filter_map(|r| r.server_cpu).collect();
+        let server = if server.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("{:.2}", percentile(&mut server, 50.0))
+        };
         let rss = self.max_rss();
         let med = percentile(&mut w, 50.0);
         format!(
-            "| {work} | {tool} | {:.2} / {:.2} / {:.2} | {:.0} | {:.2} | {:.0} |",
+            "| {work} | {tool} | {:.2} / {:.2} / {:.2} | {:.0} | {:.2} | {server} | {:.0} |",
             percentile(&mut w, 0.0),
             med,
             percentile(&mut w, 100.0),
@@ -413,6 +422,8 @@ async fn timed_rounds(
     let mc_restore = s.bin_dir.join("mc-restore");
     let target_uri = s.target_set.uri();
     let target = s.target_set.node_client(0).clone();
+    let source_pid = s.source_set.as_ref().and_then(|set| set.pid(0));
+    let target_pid = s.target_set.pid(0);
     let load_before = loadavg();
 
     let (mut dump, mut snap) = (Series::default(), Series::default());
@@ -427,6 +438,7 @@ async fn timed_rounds(
                         .arg(policy)
                         .env(SOURCE_URI_VAR, &s.source_uri),
                     "mc-agent snapshot",
+                    source_pid,
                 )
                 .await?;
                 let n = run
@@ -453,6 +465,7 @@ async fn timed_rounds(
                         .args(["--db", &s.db, "--out"])
                         .arg(&dump_dir),
                     "mongodump",
+                    source_pid,
                 )
                 .await?;
                 let n = mongodump_documents(&run.stderr);
@@ -486,6 +499,7 @@ async fn timed_rounds(
                         .args(["--ns-from", &s.db, "--ns-to", &to])
                         .env(SOURCE_URI_VAR, &s.source_uri),
                     "mc-restore",
+                    target_pid,
                 )
                 .await?;
                 check_restored(&target, &to, counts, indexes).await?;
@@ -502,6 +516,7 @@ async fn timed_rounds(
                         .arg(format!("--nsTo={to}.*"))
                         .arg(&dump_dir),
                     "mongorestore",
+                    target_pid,
                 )
                 .await?;
                 check_restored(&target, &to, counts, indexes).await?;
@@ -539,8 +554,8 @@ async fn timed_rounds(
     );
     println!("{}", version(&mc_agent));
     println!();
-    println!("| work | tool | wall s min / median / max | MB/s (median) | CPU s (median) | peak RSS MiB (max) |");
-    println!("|---|---|---|---|---|---|");
+    println!("| work | tool | wall s min / median / max | MB/s (median) | CPU s (median) | mongod CPU s (median) | peak RSS MiB (max) |");
+    println!("|---|---|---|---|---|---|---|");
     if !dump.runs.is_empty() {
         println!("{}", dump.row("full dump", "mongodump", bytes));
     }
@@ -672,6 +687,7 @@ async fn run_drill(
             .arg(format!("{}.{coll}", s.db))
             .env(SOURCE_URI_VAR, &s.source_uri),
         "mc-restore drill",
+        s.target_set.pid(0),
     )
     .await?;
     let report: serde_json::Value = serde_json::from_str(&run.stdout)
@@ -797,6 +813,7 @@ async fn oplog_restore(
             .args(["--ns-from", &s.db, "--ns-to", &to])
             .env(SOURCE_URI_VAR, &s.source_uri),
         "mc-restore",
+        s.target_set.pid(0),
     )
     .await?;
     check_restored(target, &to, &counts, indexes).await?;
@@ -806,10 +823,11 @@ async fn oplog_restore(
     let replay = &summary["replay"];
     println!();
     println!(
-        "restore with {ops} oplog entries ({:.2} GB of oplog) after the snapshot: {:.2} s wall, {:.2} CPU s, peak RSS {:.0} MiB; replay {replay_s:.2} s ({} writes, {} commands applied; {:.0} MB/s of oplog); phases: {}",
+        "restore with {ops} oplog entries ({:.2} GB of oplog) after the snapshot: {:.2} s wall, {:.2} CPU s (target mongod {:.2}), peak RSS {:.0} MiB; replay {replay_s:.2} s ({} writes, {} commands applied; {:.0} MB/s of oplog); phases: {}",
         oplog_bytes as f64 / 1e9,
         run.wall,
         run.cpu,
+        run.server_cpu.unwrap_or(f64::NAN),
         run.rss_mib,
         replay["applied_writes"],
         replay["applied_commands"],
@@ -834,9 +852,12 @@ async fn wait_durable(oplog: &OplogSource, metrics: &Metrics) -> anyhow::Result<
     Ok(())
 }
 
-/// Runs `cmd` to its end, measuring wall time, CPU seconds and peak RSS of the child; fails with
-/// its output when it exits non-zero.
-async fn run_timed(cmd: &mut Command, label: &str) -> anyhow::Result<Run> {
+/// Runs `cmd` to its end, measuring wall time, CPU seconds and peak RSS of the child, and the CPU
+/// seconds process `server` (the mongod it talks to) spent meanwhile; fails with its output when
+/// it exits non-zero.
+async fn run_timed(cmd: &mut Command, label: &str, server: Option<u32>) -> anyhow::Result<Run> {
+    let server_cpu = || server.map(cpu_seconds).transpose();
+    let server_before = server_cpu()?;
     let out = tempfile::NamedTempFile::new()?;
     let err = tempfile::NamedTempFile::new()?;
     cmd.stdin(std::process::Stdio::null())
@@ -847,6 +868,7 @@ async fn run_timed(cmd: &mut Command, label: &str) -> anyhow::Result<Run> {
     let pid = child.id();
     let (status, usage) = tokio::task::spawn_blocking(move || wait_rusage(pid)).await??;
     let wall = t.elapsed().as_secs_f64();
+    let server_after = server_cpu()?;
     drop(child);
     let stdout = std::fs::read_to_string(out.path())?;
     let stderr = std::fs::read_to_string(err.path())?;
@@ -863,6 +885,7 @@ async fn run_timed(cmd: &mut Command, label: &str) -> anyhow::Result<Run> {
         cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
         // Linux reports ru_maxrss in KiB.
         rss_mib: usage.ru_maxrss as f64 / 1024.0,
+        server_cpu: server_before.zip(server_after).map(|(b, a)| a - b),
         stdout,
         stderr,
     })
