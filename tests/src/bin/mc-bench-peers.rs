@@ -29,9 +29,10 @@
 //!
 //! For each: wall time min/median/max, CPU seconds (user + system) and peak RSS of the child
 //! (wait4), the CPU seconds the mongod it talks to spent meanwhile (the source's for a dump, the
-//! target's for a restore; from /proc, not shown with `--source-uri`), and per round the speed ratio peer time / mc-backup time (above 1: mc-backup is
-//! faster). Without `--mongodump`/`--mongorestore` (or `MC_BENCH_MONGODUMP`/
-//! `MC_BENCH_MONGORESTORE`) only mc-backup's figures are printed.
+//! target's for a restore; from /proc, not shown with `--source-uri`), and per round the speed
+//! ratio peer time / mc-backup time (above 1: mc-backup is faster). Without `--mongodump`/
+//! `--mongorestore` (or `MC_BENCH_MONGODUMP`/`MC_BENCH_MONGORESTORE`) only mc-backup's figures
+//! are printed.
 //!
 //! `--drill-ns COLL` then runs `mc-restore drill --ns DB.COLL` (a sample) and compares the RTO it
 //! projects for the full snapshot with the full restores just measured. `--oplog-gb N` then
